@@ -1,0 +1,1 @@
+"""did:key identities, signatures and verifiable credentials."""
