@@ -1,0 +1,1 @@
+"""Federated task runtime: task packages, the organization SDK, the model validator, the runner."""

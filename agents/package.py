@@ -1,0 +1,415 @@
+"""Task packages (``.tpkg``): the format an organization ships and the vault reads.
+
+A package is a zip (stored, fixed 1980-01-01 timestamps, sorted names, so identical content
+gives identical bytes) with exactly three members:
+
+- ``task.json``: canonical JSON, ``format: tessera-task/1`` (schema in :func:`check_task`);
+- ``model.onnx``: inputs = one per parameter (named as in ``task.json``), then ``features``
+  [B, *features.shape] float32, ``labels`` [B] (label.dtype), ``mask`` [B] float32; outputs =
+  ``losses`` [B] float32, then ``grad.<param>`` [B, *param shape] float32 per parameter;
+- ``params.npz``: the initial parameters, float32, one ``<name>.npy`` per parameter, no pickles.
+
+The package address is ``sha256:`` + the SHA-256 of the package bytes. Reading treats the bytes
+as hostile: sizes are checked on what the zip declares and on what is actually read, member
+names must be exactly the three above, and every hash in ``task.json`` must match. This module
+does not parse ONNX; ``agents/validator.py`` does. It never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from identity.keys import canonical_json
+from vault.errors import ModelRefused
+
+FORMAT = "tessera-task/1"
+MEMBERS = ("model.onnx", "params.npz", "task.json")
+LOSSES = ("cross_entropy", "mse", "bce")
+LABEL_DTYPES = ("int64", "float32")
+MAX_MODEL_BYTES = 256 * 1024**2
+MAX_TOTAL_BYTES = 512 * 1024**2
+MAX_TASK_JSON_BYTES = 1024**2
+MAX_DIMS = 8
+MAX_BATCH_SIZE = 65_536
+RESERVED_NAMES = ("features", "labels", "mask", "losses")
+# Parameter names become ONNX input names and npz member names: keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_TASK_KEYS = {
+    "format",
+    "name",
+    "params",
+    "batch_size",
+    "features",
+    "label",
+    "loss",
+    "files",
+    "opset",
+    "flops_per_example",
+    "created_by",
+}
+
+
+@dataclass(frozen=True)
+class TaskPackage:
+    """A package that passed every check of :func:`read_package`."""
+
+    task: dict[str, Any]
+    model_bytes: bytes
+    params: dict[str, np.ndarray]
+    address: str
+
+
+def package_address(data: bytes) -> str:
+    """The address of a package: ``sha256:`` + the hex SHA-256 of its bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- task.json
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; true/false are never a size
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shape(where: str, shape: Any, max_elements: int) -> list[int]:
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise ModelRefused(f"task.json: {where} must be a list of at most {MAX_DIMS} sizes")
+    for dim in shape:
+        if not _is_int(dim) or dim < 1:
+            raise ModelRefused(f"task.json: {where} must hold positive integers, got {dim!r}")
+    if math.prod(shape) > max_elements:
+        raise ModelRefused(f"task.json: {where} {shape} is too large")
+    return shape
+
+
+def _check_keys(where: str, obj: Any, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ModelRefused(f"task.json: {where} must be an object")
+    if set(obj) != keys:
+        missing = sorted(keys - set(obj))
+        extra = sorted(set(obj) - keys)
+        raise ModelRefused(f"task.json: {where} keys wrong (missing {missing}, unexpected {extra})")
+    return obj
+
+
+def _check_str(where: str, value: Any, max_len: int = 200) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ModelRefused(f"task.json: {where} must be a non-empty string (<= {max_len} chars)")
+    return value
+
+
+def check_task(task: Any) -> None:
+    """Raise ModelRefused unless ``task`` is a well-formed ``tessera-task/1`` description.
+
+    Beyond types: cross_entropy needs int64 labels and ``classes`` >= 2; mse and bce need
+    float32 labels; parameter names are plain identifiers (dots allowed), unique, and not one of
+    the reserved input/output names.
+    """
+    _check_keys("top level", task, _TASK_KEYS)
+    if task["format"] != FORMAT:
+        raise ModelRefused(f"task.json: format must be {FORMAT!r}, got {task['format']!r}")
+    _check_str("name", task["name"])
+    _check_str("created_by", task["created_by"])
+    max_elements = MAX_MODEL_BYTES // 4
+    params = task["params"]
+    if not isinstance(params, list) or not params or len(params) > 1024:
+        raise ModelRefused("task.json: params must be a non-empty list (at most 1024)")
+    seen: set[str] = set()
+    for i, spec in enumerate(params):
+        _check_keys(f"params[{i}]", spec, {"name", "shape", "dtype"})
+        name = spec["name"]
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in RESERVED_NAMES:
+            raise ModelRefused(f"task.json: params[{i}] has a bad name {name!r}")
+        if name in seen:
+            raise ModelRefused(f"task.json: parameter {name!r} declared twice")
+        seen.add(name)
+        _check_shape(f"params[{i}].shape", spec["shape"], max_elements)
+        if spec["dtype"] != "float32":
+            raise ModelRefused(f"task.json: parameter {name!r} must be float32")
+    batch = task["batch_size"]
+    if not _is_int(batch) or not 1 <= batch <= MAX_BATCH_SIZE:
+        raise ModelRefused(f"task.json: batch_size must be an integer in 1..{MAX_BATCH_SIZE}")
+    features = _check_keys("features", task["features"], {"recipe", "shape", "dtype"})
+    _check_str("features.recipe", features["recipe"])
+    _check_shape("features.shape", features["shape"], max_elements // batch)
+    if not features["shape"]:
+        raise ModelRefused("task.json: features.shape must have at least one dimension")
+    if features["dtype"] != "float32":
+        raise ModelRefused("task.json: features.dtype must be float32")
+    label = _check_keys("label", task["label"], {"field", "dtype", "classes"})
+    _check_str("label.field", label["field"])
+    if label["dtype"] not in LABEL_DTYPES:
+        raise ModelRefused(f"task.json: label.dtype must be one of {list(LABEL_DTYPES)}")
+    classes = label["classes"]
+    if classes is not None and (not _is_int(classes) or not 2 <= classes <= 1_000_000):
+        raise ModelRefused("task.json: label.classes must be null or an integer >= 2")
+    loss = task["loss"]
+    if loss not in LOSSES:
+        raise ModelRefused(f"task.json: loss must be one of {list(LOSSES)}, got {loss!r}")
+    if loss == "cross_entropy" and (label["dtype"] != "int64" or classes is None):
+        raise ModelRefused("task.json: cross_entropy needs int64 labels and label.classes")
+    if loss in ("mse", "bce") and label["dtype"] != "float32":
+        raise ModelRefused(f"task.json: {loss} needs float32 labels")
+    files = _check_keys("files", task["files"], {"model.onnx", "params.npz"})
+    for member, digest in files.items():
+        if not isinstance(digest, str) or not _HEX_RE.match(digest):
+            raise ModelRefused(f"task.json: files[{member!r}] must be a lowercase SHA-256 hex")
+    if not _is_int(task["opset"]) or not 1 <= task["opset"] <= 1000:
+        raise ModelRefused("task.json: opset must be a positive integer")
+    flops = task["flops_per_example"]
+    if not _is_int(flops) or flops < 0:
+        raise ModelRefused("task.json: flops_per_example must be a non-negative integer")
+
+
+def _refuse_constant(text: str) -> None:
+    raise ModelRefused(f"task.json: {text} is not allowed")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ModelRefused(f"task.json: key {key!r} appears twice")
+        obj[key] = value
+    return obj
+
+
+def _parse_task(data: bytes) -> dict[str, Any]:
+    try:
+        task = json.loads(
+            data.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelRefused(f"task.json is not valid JSON ({exc})") from None
+    check_task(task)
+    return task
+
+
+# --------------------------------------------------------------------------------- params.npz
+
+
+def _stored_zip(members: dict[str, bytes]) -> bytes:
+    """Deterministic zip bytes: stored members in sorted order with fixed metadata."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # the default depends on the OS writing it
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, members[name])
+    return buffer.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _coerce_params(task: dict[str, Any], params: dict[str, Any]) -> dict[str, np.ndarray]:
+    declared = [spec["name"] for spec in task["params"]]
+    if set(params) != set(declared):
+        raise ModelRefused(
+            f"params do not match task.json: got {sorted(params)}, declared {sorted(declared)}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for spec in task["params"]:
+        value = np.asarray(params[spec["name"]])
+        if value.dtype.kind not in "fiu":
+            raise ModelRefused(f"parameter {spec['name']!r} is not numeric ({value.dtype})")
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        _check_param_array(spec, array)
+        out[spec["name"]] = array
+    return out
+
+
+def _check_param_array(spec: dict[str, Any], array: np.ndarray) -> None:
+    if array.dtype != np.float32 or list(array.shape) != spec["shape"]:
+        raise ModelRefused(
+            f"parameter {spec['name']!r} is {array.dtype}{list(array.shape)}, "
+            f"declared float32{spec['shape']}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ModelRefused(f"parameter {spec['name']!r} holds NaN or Inf")
+
+
+def _read_params(data: bytes, task: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Parse params.npz ourselves (not np.load on the zip) so sizes are checked before reads."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelRefused(f"params.npz is not a readable npz ({exc})") from None
+    specs = {spec["name"] + ".npy": spec for spec in task["params"]}
+    names = [info.filename for info in infos]
+    if sorted(names) != sorted(specs):
+        raise ModelRefused(
+            f"params.npz members {sorted(names)} do not match the declared parameters"
+        )
+    params: dict[str, np.ndarray] = {}
+    for info in infos:
+        spec = specs[info.filename]
+        # the .npy header is at most a few hundred bytes for a plain float32 array
+        limit = 4 * math.prod(spec["shape"]) + 4096
+        _check_member_info(info, limit, f"params.npz:{info.filename}")
+        try:
+            with archive.open(info) as member:
+                raw = member.read(limit + 1)
+            if len(raw) > limit:
+                raise ModelRefused(f"params.npz:{info.filename} is larger than declared")
+            array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+            raise ModelRefused(f"params.npz:{info.filename} is unreadable ({exc})") from None
+        if array.dtype != np.dtype("<f4") and array.dtype != np.float32:
+            raise ModelRefused(f"parameter {spec['name']!r} is {array.dtype}, not float32")
+        _check_param_array(spec, np.ascontiguousarray(array, dtype=np.float32))
+        params[spec["name"]] = np.ascontiguousarray(array, dtype=np.float32)
+    return {spec["name"]: params[spec["name"]] for spec in task["params"]}
+
+
+# ---------------------------------------------------------------------------------- the zip
+
+
+def _check_member_info(info: zipfile.ZipInfo, limit: int, where: str) -> None:
+    if info.flag_bits & 0x1:
+        raise ModelRefused(f"{where} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ModelRefused(f"{where} uses an unsupported compression method")
+    if info.file_size > limit:
+        raise ModelRefused(f"{where} declares {info.file_size} bytes, over the limit of {limit}")
+
+
+def _unsafe_name(name: str) -> bool:
+    return (
+        name.startswith(("/", "\\"))
+        or "\\" in name
+        or ".." in name.split("/")
+        or (len(name) > 1 and name[1] == ":")
+    )
+
+
+def write_package(
+    path: str | os.PathLike[str],
+    task: dict[str, Any],
+    model_bytes: bytes,
+    params: dict[str, np.ndarray],
+) -> str:
+    """Write a package atomically to ``path`` (filling ``task['files']``); return its address."""
+    if len(model_bytes) > MAX_MODEL_BYTES:
+        raise ModelRefused(f"model.onnx is over the limit of {MAX_MODEL_BYTES} bytes")
+    task = dict(task)
+    task["files"] = {"model.onnx": "0" * 64, "params.npz": "0" * 64}
+    check_task(task)
+    arrays = _coerce_params(task, params)
+    npz = _stored_zip({name + ".npy": _npy_bytes(array) for name, array in arrays.items()})
+    task["files"] = {"model.onnx": _sha256(model_bytes), "params.npz": _sha256(npz)}
+    data = _stored_zip(
+        {"task.json": canonical_json(task), "model.onnx": model_bytes, "params.npz": npz}
+    )
+    if len(data) > MAX_TOTAL_BYTES:
+        raise ModelRefused(f"package is over the limit of {MAX_TOTAL_BYTES} bytes")
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tpkg-", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return package_address(data)
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+    # zip overhead for three members is small; anything far larger than the limit is refused
+    # before it is read into memory
+    limit = MAX_TOTAL_BYTES + 64 * 1024
+    try:
+        size = os.stat(path).st_size
+        if size > limit:
+            raise ModelRefused(f"package is {size} bytes, over the limit of {limit}")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ModelRefused(f"cannot read the package ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ModelRefused(f"package is over the limit of {limit} bytes")
+    return data
+
+
+def read_package(source: str | os.PathLike[str] | bytes) -> TaskPackage:
+    """Read and verify a package from a path or its bytes; raise ModelRefused on any problem."""
+    data = bytes(source) if isinstance(source, bytes | bytearray) else _read_bytes(source)
+    if len(data) > MAX_TOTAL_BYTES + 64 * 1024:
+        raise ModelRefused("package is over the size limit")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelRefused(f"not a task package (not a readable zip: {exc})") from None
+    names = [info.filename for info in infos]
+    for name in names:
+        if _unsafe_name(name):
+            raise ModelRefused(f"package member {name!r} has an unsafe path")
+    # a zip may hold one name twice; sorted lists catch that where sets would not
+    if sorted(names) != sorted(MEMBERS):
+        raise ModelRefused(f"package members must be exactly {list(MEMBERS)}, got {sorted(names)}")
+    limits = {
+        "task.json": MAX_TASK_JSON_BYTES,
+        "model.onnx": MAX_MODEL_BYTES,
+        "params.npz": MAX_TOTAL_BYTES,
+    }
+    declared = 0
+    for info in infos:
+        _check_member_info(info, limits[info.filename], info.filename)
+        declared += info.file_size
+    if declared > MAX_TOTAL_BYTES:
+        raise ModelRefused(f"package members declare {declared} bytes, over {MAX_TOTAL_BYTES}")
+    contents: dict[str, bytes] = {}
+    total = 0
+    for info in infos:
+        limit = limits[info.filename]
+        try:
+            with archive.open(info) as member:
+                raw = member.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise ModelRefused(f"package member {info.filename} is damaged ({exc})") from None
+        total += len(raw)
+        if len(raw) > limit or total > MAX_TOTAL_BYTES:
+            raise ModelRefused(f"package member {info.filename} is larger than allowed")
+        contents[info.filename] = raw
+    task = _parse_task(contents["task.json"])
+    for member in ("model.onnx", "params.npz"):
+        if _sha256(contents[member]) != task["files"][member]:
+            raise ModelRefused(f"package hash mismatch for {member}")
+    params = _read_params(contents["params.npz"], task)
+    return TaskPackage(
+        task=task,
+        model_bytes=contents["model.onnx"],
+        params=params,
+        address=package_address(data),
+    )
