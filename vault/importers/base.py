@@ -154,7 +154,7 @@ class Importer:
         return Source.from_path(candidate) if candidate.is_file() else None
 
     def rows(self, source: Source) -> Iterator[Row]:
-        """Yield the rows of ``source``; raise ImportRefused (via ``source.refuse``) on bad input."""
+        """Yield the rows of ``source``; raise ``source.refuse(...)`` on bad input."""
         raise NotImplementedError
 
 

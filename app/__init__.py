@@ -1,0 +1,1 @@
+"""The faces of Tessera: the `tessera` command line and the PySide6 desktop app."""
