@@ -53,7 +53,8 @@ class BulkWriter:
         self._buffers: dict[str, list[tuple]] = {}
         self.tallies: dict[str, DatasetTally] = {}
 
-    def _dataset_id(self, name: str) -> int:
+    def dataset_id(self, name: str) -> int:
+        """The id of dataset ``name``, created on first use."""
         found = self._dataset_ids.get(name)
         if found is None:
             self._conn.execute(
@@ -79,7 +80,7 @@ class BulkWriter:
     def write(self, rows: Iterable[Row], progress: Callable[[], None] | None = None) -> None:
         """Store ``rows``; call ``progress`` after each batch."""
         for count, row in enumerate(rows, 1):
-            dataset_id = self._dataset_ids.get(row.dataset) or self._dataset_id(row.dataset)
+            dataset_id = self._dataset_ids.get(row.dataset) or self.dataset_id(row.dataset)
             buffer = self._buffers[row.dataset]
             buffer.append(
                 (
