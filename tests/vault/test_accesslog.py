@@ -1,0 +1,125 @@
+"""The per-dataset access log: verification catches changes, removals, forgeries, rollbacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE
+from vault.accesslog import check_proof
+from vault.core import Vault
+from vault.errors import VerificationFailed
+
+
+def append(vault: Vault, dataset: str, n: int) -> None:
+    for i in range(n):
+        with vault.transaction():
+            vault.log.append(dataset, "read", "did:key:z6MkOrg", f"round {i}", rows=10 + i)
+
+
+def test_appends_are_listed_and_verify(vault: Vault) -> None:
+    append(vault, "health.step_count", 5)
+    append(vault, "location.points", 2)
+    entries = vault.log.entries("health.step_count")
+    assert [e["seq"] for e in entries] == [0, 1, 2, 3, 4]
+    assert entries[3]["purpose"] == "round 3" and entries[3]["rows"] == 13
+    report = vault.verify()
+    assert report["ok"], report["problems"]
+    assert report["datasets"]["health.step_count"]["entries"] == 5
+
+
+def test_a_changed_entry_is_detected(vault: Vault) -> None:
+    append(vault, "health.step_count", 4)
+    entry = vault.conn.execute(
+        "SELECT entry FROM access_log WHERE dataset = 'health.step_count' AND seq = 2"
+    ).fetchone()[0]
+    forged = entry.replace(b'"rows":12', b'"rows":1')
+    vault.conn.execute(
+        "UPDATE access_log SET entry = ? WHERE dataset = 'health.step_count' AND seq = 2",
+        (forged,),
+    )
+    report = vault.verify()
+    assert not report["ok"]
+    assert any("entry 2 was changed" in p for p in report["problems"])
+
+
+def test_a_changed_entry_with_recomputed_leaf_is_caught_by_checkpoints(vault: Vault) -> None:
+    from vault.merkle import leaf_hash
+
+    append(vault, "health.step_count", 4)
+    forged = json.dumps({"forged": True}).encode()
+    vault.conn.execute(
+        "UPDATE access_log SET entry = ?, leaf = ? WHERE dataset = 'health.step_count' AND seq = 1",
+        (forged, leaf_hash(forged)),
+    )
+    report = vault.verify()
+    assert not report["ok"]
+    assert any("signed checkpoint" in p or "recorded state" in p for p in report["problems"])
+
+
+def test_a_removed_entry_is_detected(vault: Vault) -> None:
+    append(vault, "health.step_count", 4)
+    vault.conn.execute("DELETE FROM access_log WHERE dataset = 'health.step_count' AND seq = 3")
+    report = vault.verify()
+    assert not report["ok"]
+
+
+def test_a_bad_checkpoint_signature_is_detected(vault: Vault, vault_dir: Path) -> None:
+    append(vault, "health.step_count", 2)
+    path = vault_dir / "checkpoints.jsonl"
+    lines = path.read_text().splitlines()
+    token = json.loads(lines[-1])["checkpoint"]
+    head, payload, signature = token.split(".")
+    flipped = ("A" if signature[5] != "A" else "B").join([signature[:5], signature[6:]])
+    lines[-1] = json.dumps({"checkpoint": f"{head}.{payload}.{flipped}"})
+    path.write_text("\n".join(lines) + "\n")
+    report = vault.verify()
+    assert not report["ok"]
+    assert any("bad checkpoint" in p for p in report["problems"])
+
+
+def test_an_old_database_copied_back_is_detected(vault: Vault, vault_dir: Path) -> None:
+    append(vault, "health.step_count", 2)
+    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    vault.close()
+    saved = vault_dir.parent / "old.db"
+    shutil.copy(vault_dir / "vault.db", saved)
+    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
+        append(reopened, "health.step_count", 3)
+        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(saved, vault_dir / "vault.db")
+    with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
+        report = rolled_back.verify()
+    assert not report["ok"]
+    assert any("behind the signed checkpoints" in p for p in report["problems"])
+
+
+def test_rolled_back_transaction_leaves_no_entry_and_no_checkpoint(
+    vault: Vault, vault_dir: Path
+) -> None:
+    append(vault, "health.step_count", 1)
+    lines_before = (vault_dir / "checkpoints.jsonl").read_text()
+    with pytest.raises(RuntimeError), vault.transaction():
+        vault.log.append("health.step_count", "read", "did:key:z6MkOrg", "doomed")
+        raise RuntimeError("crash mid-transaction")
+    assert len(vault.log.entries("health.step_count")) == 1
+    assert (vault_dir / "checkpoints.jsonl").read_text() == lines_before
+    assert vault.verify()["ok"]
+
+
+def test_inclusion_proof_checks_alone_and_fails_when_edited(vault: Vault) -> None:
+    append(vault, "health.step_count", 7)
+    proof = vault.log.proof("health.step_count", 4)
+    result = check_proof(json.loads(json.dumps(proof)))
+    assert result["ok"] and result["vault"] == vault.did and result["seq"] == 4
+    edited = json.loads(json.dumps(proof))
+    edited["entry"]["rows"] = 0
+    with pytest.raises(VerificationFailed):
+        check_proof(edited)
+    moved = json.loads(json.dumps(proof))
+    moved["seq"] = 3
+    with pytest.raises(VerificationFailed):
+        check_proof(moved)
