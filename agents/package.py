@@ -44,8 +44,9 @@ MAX_TASK_JSON_BYTES = 1024**2
 MAX_DIMS = 8
 MAX_BATCH_SIZE = 65_536
 RESERVED_NAMES = ("features", "labels", "mask", "losses")
-# Parameter names become ONNX input names and npz member names: keep them plain.
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+# Parameter names become ONNX input names and npz member names: keep them plain (torch
+# names such as "0.weight" start with a digit).
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,127}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _TASK_KEYS = {
