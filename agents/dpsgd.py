@@ -1,0 +1,219 @@
+"""DP-SGD arithmetic done by the vault, not the model: clip, sum, noise, optimizer steps.
+
+Abadi et al., "Deep Learning with Differential Privacy" (CCS 2016), Algorithm 1, with Poisson
+sampling: each per-example gradient (all parameters together, as one vector) is scaled to L2
+norm at most C, the scaled gradients are summed, Gaussian noise N(0, (sigma*C)^2) is added to
+every coordinate, and the sum is divided by the *expected* batch size q*N (dividing by the
+sampled size would leak it). Pure numpy; the ONNX model only supplies per-example gradients.
+
+Randomness: :class:`SecureRandom` draws every uniform, Bernoulli and Gaussian from AES-256 in
+counter mode under a fresh 256-bit key from ``os.urandom`` (one instance per step). AES-CTR is
+the keystream of NIST SP 800-90A's CTR_DRBG, so its output is computationally
+indistinguishable from uniform bits; a statistical generator such as PCG64 is not (its state
+can be recovered from its outputs), and the Gaussian mechanism's proof assumes the adversary
+cannot predict the noise. Drawing 1.6 MB through ``os.urandom`` directly costs ~10 ms here,
+the keystream ~0.2 ms. Gaussians come from Box-Muller with a 52-bit uniform radius (float64,
+so the tail is cut only beyond 8.5 sigma: probability < 1e-16 per coordinate) and a 24-bit
+angle. Known limit: float32 noise is not protected against floating-point attacks on the
+low-order bits (Mironov 2012); Opacus' "secure mode" has the same caveat for the Gaussian.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+# Partial sums of squares run over blocks of this many float32 values, then add in float64:
+# float32 error in one block is at most ~BLOCK/8 * 2**-24 (numpy sums with 8 accumulators),
+# i.e. < 4e-5 relative, which _NORM_MARGIN covers with room to spare.
+_BLOCK = 4096
+_NORM_MARGIN = 1.0 + 1e-4
+_ZEROS = bytes(1 << 20)
+
+
+class NonFiniteGradient(ValueError):
+    """A per-example gradient held NaN or Inf (or overflowed float32 when squared)."""
+
+
+class SecureRandom:
+    """Uniforms, Bernoulli draws and Gaussians from an AES-256-CTR keystream keyed by urandom."""
+
+    def __init__(self) -> None:
+        cipher = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16)))
+        self._encryptor = cipher.encryptor()
+
+    def random_bytes(self, n: int) -> np.ndarray:
+        """``n`` keystream bytes as a uint8 array."""
+        out = bytearray(n + 16)  # update_into wants room for a block it never writes in CTR
+        view = memoryview(out)
+        done = 0
+        while done < n:
+            chunk = min(n - done, len(_ZEROS))
+            self._encryptor.update_into(_ZEROS[:chunk], view[done : done + chunk + 16])
+            done += chunk
+        return np.frombuffer(out, dtype=np.uint8, count=n)
+
+    def uniform(self, n: int) -> np.ndarray:
+        """``n`` float64 uniforms in [0, 1) with 52 random mantissa bits."""
+        bits = self.random_bytes(8 * n).view("<u8")
+        one_two = ((bits >> np.uint64(12)) | np.uint64(0x3FF0000000000000)).view(np.float64)
+        return one_two - 1.0
+
+    def bernoulli(self, n: int, p: float) -> np.ndarray:
+        """``n`` independent booleans, each True with probability ``p``."""
+        return self.uniform(n) < p
+
+    def normal(self, n: int, std: float = 1.0) -> np.ndarray:
+        """``n`` float32 draws from N(0, std^2) by Box-Muller."""
+        pairs = (n + 1) // 2
+        raw = self.random_bytes(12 * pairs)
+        radius_bits = raw[: 8 * pairs].view("<u8")
+        angle_bits = raw[8 * pairs :].view("<u4")
+        # 2 - [1, 2) lies in (0, 1]: log never sees 0
+        u = ((radius_bits >> np.uint64(12)) | np.uint64(0x3FF0000000000000)).view(np.float64)
+        np.subtract(2.0, u, out=u)
+        np.log(u, out=u)
+        u *= -2.0
+        np.sqrt(u, out=u)
+        u *= std
+        radius = u.astype(np.float32)
+        theta = (angle_bits >> np.uint32(8)).astype(np.float32)
+        theta *= np.float32(2.0 * math.pi / 2**24)
+        out = np.empty(2 * pairs, dtype=np.float32)
+        np.multiply(radius, np.cos(theta), out=out[:pairs])
+        np.multiply(radius, np.sin(theta), out=out[pairs:])
+        return out[:n]
+
+
+def _flat_rows(grad: np.ndarray, n: int) -> np.ndarray:
+    return grad[:n].reshape(n, -1)
+
+
+def per_example_sq_norms(grads: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Squared L2 norms (float64, [n]) of the first ``n`` per-example gradients, all params."""
+    total = np.zeros(n, dtype=np.float64)
+    for grad in grads:
+        rows = _flat_rows(grad, n)
+        width = rows.shape[1]
+        full = width // _BLOCK * _BLOCK
+        if full:
+            blocks = rows[:, :full].reshape(n, full // _BLOCK, _BLOCK)
+            partial = np.einsum("ijk,ijk->ij", blocks, blocks)
+            total += partial.sum(axis=1, dtype=np.float64)
+        if full < width:
+            tail = rows[:, full:]
+            total += np.einsum("ij,ij->i", tail, tail).astype(np.float64)
+    if not np.all(np.isfinite(total)):
+        raise NonFiniteGradient("the model returned NaN, Inf or overflowing gradients")
+    return total
+
+
+def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Per-example scale min(1, C/norm) as float32, with a margin for float32 rounding."""
+    norms = np.sqrt(sq_norms) * _NORM_MARGIN
+    with np.errstate(divide="ignore"):
+        factors = np.minimum(1.0, clip_norm / norms)
+    return factors.astype(np.float32)
+
+
+def clipped_sum(
+    grads: Sequence[np.ndarray], n: int, clip_norm: float
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sum over the first ``n`` examples of gradients clipped jointly to ``clip_norm``.
+
+    Rows past ``n`` are padding and are never read, so a model cannot leak through them.
+    Returns the per-parameter sums and the unclipped per-example norms.
+    """
+    if n == 0:
+        return [np.zeros(g.shape[1:], dtype=np.float32) for g in grads], np.zeros(0)
+    sq = per_example_sq_norms(grads, n)
+    factors = clip_factors(sq, clip_norm)
+    # f @ G is one BLAS gemv per parameter: no clipped per-example copy is ever made
+    sums = [(factors @ _flat_rows(g, n)).reshape(g.shape[1:]) for g in grads]
+    return sums, np.sqrt(sq)
+
+
+def clip_per_example(grads: Sequence[np.ndarray], clip_norm: float) -> list[np.ndarray]:
+    """Every per-example gradient scaled to joint norm <= ``clip_norm`` (reference, tests)."""
+    n = grads[0].shape[0]
+    factors = clip_factors(per_example_sq_norms(grads, n), clip_norm)
+    return [g * factors.reshape((n,) + (1,) * (g.ndim - 1)) for g in grads]
+
+
+def noisy_mean(
+    sums: Sequence[np.ndarray],
+    clip_norm: float,
+    noise_multiplier: float,
+    expected_batch_size: float,
+    rng: SecureRandom,
+) -> list[np.ndarray]:
+    """(sum + N(0, (sigma*C)^2)) / expected batch size, per parameter, float32."""
+    sizes = [s.size for s in sums]
+    noise = rng.normal(sum(sizes), noise_multiplier * clip_norm)
+    out = []
+    offset = 0
+    for s, size in zip(sums, sizes, strict=True):
+        g = s.astype(np.float32, copy=True).reshape(-1)
+        g += noise[offset : offset + size]
+        g /= np.float32(expected_batch_size)
+        out.append(g.reshape(s.shape))
+        offset += size
+    return out
+
+
+class SGD:
+    """Plain SGD: p <- p - lr * g."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+    def step(self, params: list[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Update ``params`` in place."""
+        lr = np.float32(self.learning_rate)
+        for p, g in zip(params, grads, strict=True):
+            p -= lr * g
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction; state lives for one round."""
+
+    def __init__(
+        self,
+        learning_rate: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.m: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+
+    def step(self, params: list[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Update ``params`` in place."""
+        if not self.m:
+            self.m = [np.zeros_like(p) for p in params]
+            self.v = [np.zeros_like(p) for p in params]
+        self.t += 1
+        b1, b2 = np.float32(self.beta1), np.float32(self.beta2)
+        step = self.learning_rate * math.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
+        for p, g, m, v in zip(params, grads, self.m, self.v, strict=True):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            p -= np.float32(step) * m / (np.sqrt(v) + np.float32(self.eps))
+
+
+def make_optimizer(name: str, learning_rate: float) -> SGD | Adam:
+    """The optimizer called ``name`` ("sgd" or "adam")."""
+    if name == "sgd":
+        return SGD(learning_rate)
+    if name == "adam":
+        return Adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r} (use sgd or adam)")
