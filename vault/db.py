@@ -47,7 +47,6 @@ def connect(folder: Path, data_key: bytes, create: bool = False) -> Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA cache_size = -65536")
-    conn.execute("PRAGMA cipher_memory_security = ON")
     try:
         migrate(conn)
     except DatabaseError:
