@@ -29,11 +29,12 @@ import functools
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnx
-from onnx import AttributeProto, GraphProto, TensorProto
+from onnx import GraphProto, TensorProto
 
 from agents.package import read_package
 from vault.errors import ModelRefused
@@ -91,6 +92,7 @@ class Limits:
     max_dim: int = 1 << 24
     max_nodes: int = 100_000
     max_graph_depth: int = 8
+    max_macs: int = 2**40  # multiply-adds per batch; about 10 s of one CPU core or more
     allowed_ops: frozenset[str] = ALLOWED_OPS
 
 
@@ -156,39 +158,40 @@ def runtime_limits() -> tuple[int, int]:
 # ------------------------------------------------------------------------------------ tensors
 
 
-class _Budget:
-    """Running total of declared tensor bytes across the whole model."""
+def _walk_tensors(
+    graph: GraphProto, where: str, depth: int, limits: Limits
+) -> Iterator[tuple[TensorProto, str, bool]]:
+    """Every tensor in ``graph`` and its subgraphs as (tensor, where, is_sparse)."""
+    if depth > limits.max_graph_depth:
+        raise ModelRefused(f"subgraphs nested deeper than {limits.max_graph_depth}")
+    for tensor in graph.initializer:
+        yield tensor, where, False
+    for sparse in graph.sparse_initializer:
+        yield sparse.values, where, True
+        yield sparse.indices, where, True
+    for node in graph.node:
+        place = f"{where}/{node.op_type}" + (f":{node.name}" if node.name else "")
+        for attr in node.attribute:
+            if attr.ref_attr_name:
+                raise ModelRefused(f"attribute {attr.name} in {place} refers to a function")
+            for tensor in ([attr.t] if attr.HasField("t") else []) + list(attr.tensors):
+                yield tensor, place, False
+            sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+            for item in sparse + list(attr.sparse_tensors):
+                yield item.values, place, True
+                yield item.indices, place, True
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _walk_tensors(sub, f"{place}/{attr.name}", depth + 1, limits)
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.total = 0
 
-    def add(self, what: str, nbytes: int) -> None:
-        if nbytes > self.limits.max_tensor_bytes:
-            raise ModelRefused(
-                f"{what} declares {nbytes} bytes, over the limit of {self.limits.max_tensor_bytes}"
-            )
-        self.total += nbytes
-        if self.total > self.limits.max_total_bytes:
-            raise ModelRefused(
-                f"tensors declare more than {self.limits.max_total_bytes} bytes in total"
-            )
+def _label(tensor: TensorProto, where: str) -> str:
+    return f"tensor {tensor.name or '(unnamed)'} in {where}"
 
 
-def _check_tensor(tensor: TensorProto, where: str, budget: _Budget) -> None:
-    what = f"tensor {tensor.name or '(unnamed)'} in {where}"
-    if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-        raise ModelRefused(f"{what} uses external data (location {location!r})")
+def _check_data(tensor: TensorProto, what: str, count: int, size: int) -> None:
+    """The stored values must be exactly what the dims declare, in one representation."""
     if tensor.HasField("segment"):
         raise ModelRefused(f"{what} is segmented")
-    size = ELEMENT_SIZES.get(tensor.data_type)
-    if size is None:
-        raise ModelRefused(f"{what} has a refused element type {tensor.data_type}")
-    if any(d < 0 for d in tensor.dims):
-        raise ModelRefused(f"{what} has a negative dimension")
-    count = math.prod(tensor.dims)
-    budget.add(what, count * size)
     typed = {
         name: len(getattr(tensor, name))
         for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
@@ -210,37 +213,41 @@ def _check_tensor(tensor: TensorProto, where: str, budget: _Budget) -> None:
         raise ModelRefused(f"{what} has {have} values, its dims declare {count}")
 
 
-def _check_attribute(attr: AttributeProto, where: str, budget: _Budget, depth: int) -> None:
-    if attr.ref_attr_name:
-        raise ModelRefused(f"attribute {attr.name} in {where} refers to a function attribute")
-    tensors = ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
-    for tensor in tensors:
-        _check_tensor(tensor, where, budget)
-    sparse = ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(
-        attr.sparse_tensors
-    )
-    for tensor in sparse:
-        _check_tensor(tensor.values, where, budget)
-        _check_tensor(tensor.indices, where, budget)
-        raise ModelRefused(f"sparse tensor attribute {attr.name} in {where} is not allowed")
-    graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-    for graph in graphs:
-        _check_tensors(graph, f"{where}/{attr.name}", budget, depth + 1)
+def _check_tensors(graph: GraphProto, limits: Limits) -> None:
+    """Pass 1 over every tensor, subgraphs included, before anything else is judged.
 
-
-def _check_tensors(graph: GraphProto, where: str, budget: _Budget, depth: int) -> None:
-    """Pass 1: every tensor in ``graph`` and its subgraphs, before anything else is judged."""
-    if depth > budget.limits.max_graph_depth:
-        raise ModelRefused(f"subgraphs nested deeper than {budget.limits.max_graph_depth}")
-    for tensor in graph.initializer:
-        _check_tensor(tensor, where, budget)
-    for sparse in graph.sparse_initializer:
-        _check_tensor(sparse.values, where, budget)
-        _check_tensor(sparse.indices, where, budget)
-        raise ModelRefused(f"sparse initializer {sparse.values.name!r} is not allowed")
-    for node in graph.node:
-        for attr in node.attribute:
-            _check_attribute(attr, f"{where}/{node.op_type}:{node.name}", budget, depth)
+    External data first (the most dangerous), then types and declared sizes (one tensor and the
+    running total), then that the stored data agrees with the dims; sparse tensors are refused.
+    """
+    tensors = list(_walk_tensors(graph, "graph", 0, limits))
+    for tensor, where, _ in tensors:
+        if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelRefused(
+                f"{_label(tensor, where)} uses external data (location {location!r})"
+            )
+    total = 0
+    sizes = []
+    for tensor, where, sparse in tensors:
+        what = _label(tensor, where)
+        if sparse:
+            raise ModelRefused(f"sparse {what} is not allowed")
+        size = ELEMENT_SIZES.get(tensor.data_type)
+        if size is None:
+            raise ModelRefused(f"{what} has a refused element type {tensor.data_type}")
+        if any(d < 0 for d in tensor.dims):
+            raise ModelRefused(f"{what} has a negative dimension")
+        count = math.prod(tensor.dims)
+        if count * size > limits.max_tensor_bytes:
+            raise ModelRefused(
+                f"{what} declares {count * size} bytes, over the limit of {limits.max_tensor_bytes}"
+            )
+        total += count * size
+        if total > limits.max_total_bytes:
+            raise ModelRefused(f"tensors declare more than {limits.max_total_bytes} bytes in all")
+        sizes.append((count, size))
+    for (tensor, where, _), (count, size) in zip(tensors, sizes, strict=True):
+        _check_data(tensor, _label(tensor, where), count, size)
 
 
 # -------------------------------------------------------------------------------- structure
@@ -299,16 +306,15 @@ def _check_opsets(model: onnx.ModelProto) -> int:
     max_opset, max_ir = runtime_limits()
     if not 3 <= model.ir_version <= max_ir:
         raise ModelRefused(f"IR version {model.ir_version} is not supported (max {max_ir})")
-    opset = None
     for entry in model.opset_import:
         if entry.domain not in STANDARD_DOMAINS:
             raise ModelRefused(f"opset import of the non-standard domain {entry.domain!r}")
         if not 1 <= entry.version <= max_opset:
             raise ModelRefused(f"opset {entry.version} is newer than the runtime's {max_opset}")
-        opset = entry.version
-    if opset is None:
-        raise ModelRefused("the model imports no standard opset")
-    return opset
+    # "" and "ai.onnx" name the same domain: exactly one import of it, one version
+    if len(model.opset_import) != 1:
+        raise ModelRefused("the model must import exactly one opset, the standard one")
+    return model.opset_import[0].version
 
 
 def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
@@ -343,7 +349,7 @@ def validate_model(model_bytes: bytes, limits: Limits | None = None) -> ModelRep
         raise ModelRefused("not an ONNX model (no graph)")
     if len(model.functions) or len(model.training_info) or len(model.configuration):
         raise ModelRefused("model-local functions, training info or configurations are refused")
-    _check_tensors(model.graph, "graph", _Budget(limits), 0)
+    _check_tensors(model.graph, limits)
     opset = _check_opsets(model)
     counts: Counter[str] = Counter()
     _check_nodes(model.graph, limits, counts)
@@ -356,10 +362,8 @@ def validate_model(model_bytes: bytes, limits: Limits | None = None) -> ModelRep
             model, check_type=True, strict_mode=True, data_prop=True
         )
     except Exception as exc:  # noqa: BLE001 - checker and inference raise several types
-        reason = str(exc).strip().splitlines()
-        raise ModelRefused(
-            f"model fails the ONNX checker: {reason[-1] if reason else type(exc).__name__}"
-        ) from None
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelRefused(f"model fails the ONNX checker: {reason}") from None
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         shapes[value.name] = _static_shape(value, "intermediate tensor", limits)[0]
@@ -370,6 +374,8 @@ def validate_model(model_bytes: bytes, limits: Limits | None = None) -> ModelRep
     by_name = {v["name"]: v for v in inputs}
     batch = by_name["features"]["shape"][0] if by_name.get("features", {}).get("shape") else None
     macs = sum(_macs(node, shapes) for node in inferred.graph.node)
+    if macs > limits.max_macs:
+        raise ModelRefused(f"model needs {macs} multiply-adds per batch, over {limits.max_macs}")
     return ModelReport(
         opset=opset,
         ir_version=model.ir_version,
