@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from identity.keys import canonical_json, jws_sign, jws_verify
+from identity.keys import b64url_decode, canonical_json, jws_sign, jws_verify
 from vault.db import Connection
 from vault.errors import DatasetNotFound, VerificationFailed
 from vault.fsutil import append_line
@@ -114,20 +114,26 @@ class AccessLog:
         return entry
 
     def publish_checkpoints(self) -> None:
-        """Sign and append a checkpoint for every log appended to since the last call.
+        """Sign one checkpoint covering every log appended to since the last call.
 
         Call after the transaction commits: a checkpoint must never be ahead of the database.
+        Each line names the SHA-256 of the line before it, so the file is a hash chain and the
+        signature of its last line vouches for all of it.
         """
+        if not self._pending:
+            return
+        logs = {}
         for dataset in sorted(self._pending):
             size, frontier = self._state(dataset)
-            payload = {
-                "log": self.log_id(dataset),
-                "size": size,
-                "root": frontier_root(frontier).hex(),
-                "time": iso_utc(time.time()),
-                "vault": self._did,
-            }
-            append_line(self._path, json.dumps({"checkpoint": jws_sign(self._jwk, payload)}))
+            logs[self.log_id(dataset)] = {"size": size, "root": frontier_root(frontier).hex()}
+        last = _last_line(self._path)
+        payload = {
+            "prev": hashlib.sha256(last).hexdigest() if last else None,
+            "logs": logs,
+            "time": iso_utc(time.time()),
+            "vault": self._did,
+        }
+        append_line(self._path, json.dumps({"checkpoint": jws_sign(self._jwk, payload)}))
         self._pending.clear()
 
     def discard_pending(self) -> None:
@@ -185,64 +191,102 @@ class AccessLog:
 
     # -- verification --------------------------------------------------------------------
 
-    def _checkpoints(self, problems: list[str]) -> dict[str, list[tuple[int, str]]]:
-        """Checkpoints by log id, after checking every signature."""
-        found: dict[str, list[tuple[int, str]]] = {}
+    def _newest_checkpoints(self, problems: list[str]) -> dict[str, tuple[int, str]]:
+        """The newest signed (size, root) of every log, after checking the file's hash chain."""
+        newest: dict[str, tuple[int, str]] = {}
         if not self._path.exists():
-            return found
-        with open(self._path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+            return newest
+        previous: bytes | None = None
+        token = None
+        with open(self._path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.rstrip(b"\n")
                 try:
-                    _, payload = jws_verify(json.loads(line)["checkpoint"], self._did)
-                    found.setdefault(payload["log"], []).append((payload["size"], payload["root"]))
-                except (VerificationFailed, ValueError, KeyError, TypeError) as exc:
-                    problems.append(f"{CHECKPOINTS} line {number}: bad checkpoint ({exc})")
-        return found
+                    token = json.loads(line)["checkpoint"]
+                    payload = json.loads(b64url_decode(token.split(".")[1]))
+                    expected = hashlib.sha256(previous).hexdigest() if previous else None
+                    if payload["prev"] != expected:
+                        problems.append(f"{CHECKPOINTS} line {number}: hash chain broken")
+                    for log_id, head in payload["logs"].items():
+                        newest[log_id] = (int(head["size"]), str(head["root"]))
+                except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                    problems.append(f"{CHECKPOINTS} line {number}: unreadable checkpoint ({exc})")
+                previous = line
+        if token is not None:
+            try:
+                jws_verify(token, self._did)
+            except VerificationFailed as exc:
+                problems.append(f"{CHECKPOINTS}: bad checkpoint signature ({exc})")
+        return newest
 
     def verify(self) -> tuple[dict[str, LogReport], list[str]]:
-        """Recompute every log's root and check it against every signed checkpoint."""
+        """Recompute every log's root and check it against its newest signed checkpoint."""
         problems: list[str] = []
-        checkpoints = self._checkpoints(problems)
+        newest = self._newest_checkpoints(problems)
         reports: dict[str, LogReport] = {}
         for dataset in self.datasets():
-            report = self._verify_one(dataset, checkpoints.pop(self.log_id(dataset), []))
+            report = self._verify_one(dataset, newest.pop(self.log_id(dataset), None))
             reports[dataset] = report
             problems.extend(f"{dataset}: {p}" for p in report.problems)
-        for _ in checkpoints:
-            problems.append("a signed checkpoint names a log that is missing from the database")
+        if newest:
+            problems.append(
+                f"{len(newest)} signed log(s) are missing from the database (an old vault.db?)"
+            )
         return reports, problems
 
-    def _verify_one(self, dataset: str, checkpoints: list[tuple[int, str]]) -> LogReport:
+    def _verify_one(self, dataset: str, checkpoint: tuple[int, str] | None) -> LogReport:
         problems: list[str] = []
-        wanted = {}
-        for size, cp_root in checkpoints:
-            wanted.setdefault(size, set()).add(cp_root)
-        frontier: Frontier = []
-        expected_seq = 0
+        leaves: list[bytes] = []
         rows = self._conn.execute(
             "SELECT seq, entry, leaf FROM access_log WHERE dataset = ? ORDER BY seq", (dataset,)
         )
         for seq, entry, leaf in rows:
-            if seq != expected_seq:
-                problems.append(f"entry {expected_seq} is missing")
-                expected_seq = seq
+            if seq != len(leaves):
+                problems.append(f"entry {len(leaves)} is missing")
             if leaf_hash(entry) != leaf:
                 problems.append(f"entry {seq} was changed")
-            frontier = frontier_append(frontier, leaf)
-            expected_seq += 1
-            roots = wanted.pop(expected_seq, None)
-            if roots and roots != {frontier_root(frontier).hex()}:
-                problems.append(f"log differs from the signed checkpoint at size {expected_seq}")
+            leaves.append(leaf)
+        tree_root = root(leaves)
         size, stored = self._state(dataset)
-        if size != expected_seq or frontier_root(stored) != frontier_root(frontier):
+        if size != len(leaves) or frontier_root(stored) != tree_root:
             problems.append("log head does not match its recorded state")
-        if wanted:
-            newest = max(wanted)
-            problems.append(
-                f"database is behind the signed checkpoints (log has {expected_seq} entries,"
-                f" a checkpoint has {newest}): an old vault.db was restored or entries removed"
-            )
-        return LogReport(expected_seq, frontier_root(frontier).hex(), not problems, problems)
+        if checkpoint is None:
+            problems.append("no signed checkpoint covers this log")
+        else:
+            signed_size, signed_root = checkpoint
+            if signed_size > len(leaves):
+                problems.append(
+                    f"database is behind the signed checkpoint (log has {len(leaves)} entries,"
+                    f" the checkpoint {signed_size}): an old vault.db was restored or entries"
+                    " were removed"
+                )
+            elif root(leaves[:signed_size]).hex() != signed_root:
+                problems.append(f"log differs from the signed checkpoint at size {signed_size}")
+            elif signed_size < len(leaves):
+                problems.append(
+                    f"{len(leaves) - signed_size} newest entries are not covered by a signed"
+                    " checkpoint"
+                )
+        return LogReport(len(leaves), tree_root.hex(), not problems, problems)
+
+
+def _last_line(path: Path) -> bytes | None:
+    """The last line of ``path`` without its newline, or None for a missing or empty file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            end = f.tell()
+            block = b""
+            position = end
+            while position > 0 and block.count(b"\n") < 2:
+                step = min(4096, position)
+                position -= step
+                f.seek(position)
+                block = f.read(step) + block
+    except FileNotFoundError:
+        return None
+    lines = block.rstrip(b"\n").split(b"\n")
+    return lines[-1] if lines and lines[-1] else None
 
 
 def check_proof(proof: dict[str, Any]) -> dict[str, Any]:

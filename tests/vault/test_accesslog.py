@@ -94,7 +94,7 @@ def test_an_old_database_copied_back_is_detected(vault: Vault, vault_dir: Path) 
     with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
         report = rolled_back.verify()
     assert not report["ok"]
-    assert any("behind the signed checkpoints" in p for p in report["problems"])
+    assert any("behind the signed checkpoint" in p for p in report["problems"]), report
 
 
 def test_rolled_back_transaction_leaves_no_entry_and_no_checkpoint(
@@ -123,3 +123,23 @@ def test_inclusion_proof_checks_alone_and_fails_when_edited(vault: Vault) -> Non
     moved["seq"] = 3
     with pytest.raises(VerificationFailed):
         check_proof(moved)
+
+
+def test_an_edited_older_checkpoint_breaks_the_hash_chain(vault: Vault, vault_dir: Path) -> None:
+    append(vault, "health.step_count", 3)
+    path = vault_dir / "checkpoints.jsonl"
+    lines = path.read_text().splitlines()
+    lines[0] = lines[1]  # replace the first checkpoint with a copy of the second
+    path.write_text("\n".join(lines) + "\n")
+    report = vault.verify()
+    assert not report["ok"]
+    assert any("hash chain broken" in p for p in report["problems"])
+
+
+def test_checkpoints_cover_each_transaction_once(vault: Vault, vault_dir: Path) -> None:
+    with vault.transaction():
+        for dataset in ("health.step_count", "location.points"):
+            vault.log.append(dataset, "read", "did:key:z6MkOrg", "one round")
+    lines = (vault_dir / "checkpoints.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    assert vault.verify()["ok"]
