@@ -47,17 +47,26 @@ def main() -> None:
     try:
         export = work / "export.xml"
         records = generate_large_export(export, args.mb)
-        env = {**os.environ, "TESSERA_VAULT": str(work / "vault"),
-               "TESSERA_PASSPHRASE": "benchmark passphrase"}
-        subprocess.run([bindir / "tessera", "init", "--json"], env=env, check=True,
-                       capture_output=True)
+        env = {
+            **os.environ,
+            "TESSERA_VAULT": str(work / "vault"),
+            "TESSERA_PASSPHRASE": "benchmark passphrase",
+        }
+        subprocess.run(
+            [bindir / "tessera", "init", "--json"], env=env, check=True, capture_output=True
+        )
         t_seconds, t_rss, out = run_measured(
             [str(bindir / "tessera"), "import", str(export), "--json"], env
         )
         summary = json.loads(out)
         h_seconds, h_rss, _ = run_measured(
-            [str(bindir / "healthkit-to-sqlite"), "--xml", "-s", str(export),
-             str(work / "healthkit.db")],
+            [
+                str(bindir / "healthkit-to-sqlite"),
+                "--xml",
+                "-s",
+                str(export),
+                str(work / "healthkit.db"),
+            ],
             env,
         )
         result = {

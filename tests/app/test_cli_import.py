@@ -126,7 +126,15 @@ def test_datasets_stats_export_delete_and_their_log(ready, tmp_path: Path) -> No
     step_log = json.loads(ready("log", "health.step_count", "--json").out)
     assert [e["action"] for e in step_log][-1] == "export"
     assert set(step_log[0]) == {
-        "seq", "time", "actor", "action", "purpose", "consent", "task", "rows", "digest"
+        "seq",
+        "time",
+        "actor",
+        "action",
+        "purpose",
+        "consent",
+        "task",
+        "rows",
+        "digest",
     }
     assert json.loads(ready("verify", "--json").out)["ok"]
 
