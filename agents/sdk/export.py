@@ -182,10 +182,13 @@ def _to_onnx(
         raise ModelRefused(f"tracing the training step failed: {_first_line(exc)}") from None
     graph.eval()
     quiet = io.StringIO()
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
     try:
+        # the exporter prints progress and warns about optional packages; keep the CLI clean
         with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
             warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            logger.setLevel(logging.ERROR)
             program = torch.onnx.export(
                 graph,
                 example,
@@ -197,6 +200,8 @@ def _to_onnx(
             )
     except Exception as exc:  # noqa: BLE001 - exporter errors are many and deep
         raise ModelRefused(f"torch.onnx.export failed: {_first_line(exc)}") from None
+    finally:
+        logger.setLevel(level)
     return program.model_proto.SerializeToString()
 
 
