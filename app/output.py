@@ -25,6 +25,8 @@ def print_json(data: Any) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -36,7 +38,8 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Print ``rows`` as an aligned text table with ``columns`` as headers."""
     cells = [[_cell(row.get(col)) for col in columns] for row in rows]
     widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
-    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)))
+    header = "  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True))
+    click.echo(header.rstrip())
     for r in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 

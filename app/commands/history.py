@@ -78,7 +78,9 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     report = open_vault(ctx).verify()
 
     def human() -> None:
-        rows = [{"dataset": n, **r} for n, r in report["datasets"].items()]
+        rows = [
+            {"dataset": n, **r, "root": r["root"][:16] + "…"} for n, r in report["datasets"].items()
+        ]
         if rows:
             print_table(rows, ["dataset", "entries", "ok", "root"])
         for problem in report["problems"]:
