@@ -53,3 +53,7 @@ class ConsentMissing(TesseraError):
 
 class ModelRefused(TesseraError):
     """A task package or ONNX model failed validation."""
+
+
+class VaultIncompatible(TesseraError):
+    """The vault was written by a newer Tessera (schema or key-file format)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from vault.errors import VaultIncompatible
+
 MIGRATIONS: list[list[str]] = [
     # 1: identity, datasets, records, imports, access log
     [
@@ -69,6 +71,77 @@ MIGRATIONS: list[list[str]] = [
             size INTEGER NOT NULL,
             frontier TEXT NOT NULL)""",
     ],
+    # 2: training requests, consents, task rounds and their outbox, reward receipts
+    [
+        # verified requests with their checked package; status pending/approved/denied/revoked
+        """CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            jws TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            expires REAL NOT NULL,
+            package_address TEXT NOT NULL,
+            package BLOB NOT NULL,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL,
+            received REAL NOT NULL,
+            decided REAL)""",
+        # privacy = the task's privacy ledger (agents.accounting) as JSON: steps spent so far
+        """CREATE TABLE consents (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE REFERENCES requests(id),
+            jws TEXT NOT NULL,
+            datasets TEXT NOT NULL,
+            epsilon_budget REAL NOT NULL,
+            issued REAL NOT NULL,
+            expires REAL NOT NULL,
+            revoked REAL,
+            revocation TEXT,
+            sent INTEGER NOT NULL DEFAULT 0,
+            revocation_sent INTEGER NOT NULL DEFAULT 0,
+            privacy TEXT,
+            finished REAL)""",
+        # one row per (task, round) this vault worked on: started -> trained -> accepted or
+        # rejected; a row left at 'started' is redone, a 'trained' one waits in the outbox
+        """CREATE TABLE task_rounds (
+            request_id TEXT NOT NULL REFERENCES requests(id),
+            round INTEGER NOT NULL,
+            consent_id TEXT NOT NULL REFERENCES consents(id),
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            started REAL,
+            finished REAL,
+            rows INTEGER,
+            examples INTEGER,
+            epsilon REAL,
+            update_hash TEXT,
+            receipt_id TEXT,
+            error TEXT,
+            PRIMARY KEY (request_id, round))""",
+        """CREATE TABLE outbox (
+            request_id TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            update_jws TEXT NOT NULL,
+            created REAL NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            PRIMARY KEY (request_id, round),
+            FOREIGN KEY (request_id, round) REFERENCES task_rounds (request_id, round))""",
+        """CREATE TABLE receipts (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            jws TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            person TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            amount REAL NOT NULL,
+            unit TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            prev TEXT,
+            received REAL NOT NULL,
+            UNIQUE (organization, person, seq))""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -78,7 +151,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema forward to SCHEMA_VERSION; return the version it started at."""
     start = conn.execute("PRAGMA user_version").fetchone()[0]
     if start > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise VaultIncompatible(
             f"vault schema version {start} is newer than this Tessera ({SCHEMA_VERSION});"
             " update Tessera"
         )
