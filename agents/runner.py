@@ -1,0 +1,322 @@
+"""Local DP-SGD rounds over an organization's ONNX graph, each round in a sandboxed child.
+
+Trust split: the child (``agents/sandbox_worker.py``) only runs the hostile graph and writes
+per-example losses and gradients into shared memory. This process samples the batches, reads
+those gradients as untrusted numbers, clips them per example, adds the noise, steps the
+optimizer and does the privacy accounting, so a model cannot skip the noise or the clipping.
+
+Per round: the model is validated (``agents.validator``) before any child sees it; the privacy
+ledger must have room for all ``local_steps`` steps or the round is not started
+(:class:`~agents.accounting.BudgetExceeded`); each step draws a Poisson sample (rate q =
+expected batch / N) with the vault's CSPRNG and runs it through the graph in calls of the
+graph's fixed batch size, the last one padded and masked; epsilon is recomputed after every
+step. A child that exceeds the memory or time limit is killed and reported as
+:class:`TaskFailed`; this process carries on. Vault settings can only tighten a request
+(:func:`effective_dp`). Known gap: DP assumes each example's gradient depends on that example
+only; one spot check per round (:func:`run_round` ``probe``) catches graphs that mix examples
+across the batch on real rows, but cannot prove they never do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from agents import dpsgd
+from agents.accounting import PrivacyLedger
+from agents.round_result import RoundResult
+from agents.sandbox import Sandbox, SandboxLimits, TaskFailed, resolve_providers
+from vault.errors import TesseraError
+
+# TaskFailed and SandboxLimits live with the process code; callers import them from here
+__all__ = ["DPConfig", "RoundOutcome", "SandboxLimits", "TaskFailed", "effective_dp", "run_round"]
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """What a request asks for (or the vault allows): clipping, noise, budget, optimizer."""
+
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    delta: float = 1e-5
+    epsilon_budget: float = 10.0
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    local_steps: int = 1
+    expected_batch_size: int | None = None  # None: the graph's batch size
+
+    def check(self) -> None:
+        """Raise TesseraError if a value is out of range."""
+        if not self.clip_norm > 0 or not self.noise_multiplier > 0:
+            raise TesseraError("clip norm and noise multiplier must be positive")
+        if not 0 < self.delta < 1 or not self.epsilon_budget > 0:
+            raise TesseraError("delta must be in (0, 1) and the epsilon budget positive")
+        if self.local_steps < 1 or not self.learning_rate > 0:
+            raise TesseraError("local steps must be >= 1 and the learning rate positive")
+        if self.optimizer not in ("sgd", "adam"):
+            raise TesseraError(f"unknown optimizer {self.optimizer!r} (use sgd or adam)")
+        if self.expected_batch_size is not None and self.expected_batch_size < 1:
+            raise TesseraError("expected batch size must be >= 1")
+
+
+def effective_dp(request_dp: DPConfig, vault_settings: Mapping[str, float] | None) -> DPConfig:
+    """The request made no looser than the vault's settings: min C, max sigma, min budget."""
+    settings = dict(vault_settings or {})
+    unknown = set(settings) - {"clip_norm", "noise_multiplier", "epsilon_budget", "delta"}
+    if unknown:
+        raise TesseraError(f"unknown vault privacy settings: {sorted(unknown)}")
+    tightened = {
+        "clip_norm": min(request_dp.clip_norm, settings.get("clip_norm", np.inf)),
+        "noise_multiplier": max(request_dp.noise_multiplier, settings.get("noise_multiplier", 0)),
+        "epsilon_budget": min(request_dp.epsilon_budget, settings.get("epsilon_budget", np.inf)),
+        "delta": min(request_dp.delta, settings.get("delta", 1.0)),
+    }
+    return dataclasses.replace(request_dp, **{k: float(v) for k, v in tightened.items()})
+
+
+@dataclass
+class RoundOutcome:
+    """A round's result plus what stays in the vault (never signed or sent)."""
+
+    result: RoundResult
+    params: dict[str, np.ndarray]  # parameters after the round, for a local next round
+    mean_losses: list[float]  # per step; data-dependent, so only shown locally
+    commitment_nonce: bytes  # opens data_commitment in an audit
+    sandbox: dict[str, Any]
+    seconds: float
+
+
+def task_io(task: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The graph's (inputs, outputs) per task.json, as name/shape/dtype dicts."""
+    batch = task["batch_size"]
+    params = [
+        {"name": p["name"], "shape": list(p["shape"]), "dtype": "float32"} for p in task["params"]
+    ]
+    inputs = params + [
+        {"name": "features", "shape": [batch, *task["features"]["shape"]], "dtype": "float32"},
+        {"name": "labels", "shape": [batch], "dtype": task["label"]["dtype"]},
+        {"name": "mask", "shape": [batch], "dtype": "float32"},
+    ]
+    outputs = [{"name": "losses", "shape": [batch], "dtype": "float32"}] + [
+        {"name": f"grad.{p['name']}", "shape": [batch, *p["shape"]], "dtype": "float32"}
+        for p in task["params"]
+    ]
+    return inputs, outputs
+
+
+def _validate_model(model_bytes: bytes, task: Mapping[str, Any]) -> None:
+    from agents.validator import check_task_io, validate_model
+
+    check_task_io(validate_model(model_bytes), dict(task))
+
+
+def _check_data(
+    task: Mapping[str, Any], features: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    shape = [int(d) for d in task["features"]["shape"]]
+    features = np.asarray(features)
+    labels = np.asarray(labels)
+    if features.ndim < 1 or list(features.shape[1:]) != shape or features.dtype.kind not in "fiu":
+        raise TesseraError(f"features must be numbers shaped [N, {', '.join(map(str, shape))}]")
+    if labels.shape != features.shape[:1] or labels.dtype.kind not in "fiub":
+        raise TesseraError(f"labels must be numbers shaped [{features.shape[0]}]")
+    if features.shape[0] < 1:
+        raise TesseraError("the training data is empty")
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if not np.all(np.isfinite(features)):
+        raise TesseraError("features hold NaN or Inf")
+    if task["label"]["dtype"] == "int64":
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+            raise TesseraError("labels must be whole numbers for this task")
+        labels = labels.astype(np.int64)
+        classes = task["label"].get("classes")
+        if classes is not None and (labels.min() < 0 or labels.max() >= classes):
+            raise TesseraError(f"labels must lie in 0..{classes - 1}")
+    else:
+        labels = np.ascontiguousarray(labels, dtype=np.float32)
+        if not np.all(np.isfinite(labels)):
+            raise TesseraError("labels hold NaN or Inf")
+    return features, labels
+
+
+def _fill(box: Sandbox, features: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> None:
+    n = len(rows)
+    arrays = box.arrays
+    np.take(features, rows, axis=0, out=arrays["features"][:n])
+    np.take(labels, rows, axis=0, out=arrays["labels"][:n])
+    arrays["features"][n:] = 0
+    arrays["labels"][n:] = 0
+    arrays["mask"][:n] = 1
+    arrays["mask"][n:] = 0
+
+
+def _probe(
+    box: Sandbox,
+    grad_names: list[str],
+    n: int,
+    features: np.ndarray,
+    labels: np.ndarray,
+    outside: int,
+    slot: int,
+) -> None:
+    """Run the filled batch with row ``slot`` swapped for row ``outside``, then unswapped.
+
+    Every other row's loss and gradients must not change; else the graph mixes examples and
+    per-example clipping would not bound one person's influence. Leaves the real outputs.
+    """
+    arrays = box.arrays
+    saved = (arrays["features"][slot].copy(), arrays["labels"][slot].copy())
+    arrays["features"][slot] = features[outside]
+    arrays["labels"][slot] = labels[outside]
+    box.run()
+    names = ["losses", *grad_names]
+    probe = {name: arrays[name][:n].copy() for name in names}
+    arrays["features"][slot], arrays["labels"][slot] = saved
+    box.run()
+    others = np.arange(n) != slot
+    for name in names:
+        real, swapped = arrays[name][:n][others], probe[name][others]
+        scale = max(1.0, float(np.max(np.abs(real), initial=0.0)))
+        if not np.allclose(real, swapped, rtol=1e-4, atol=1e-6 * scale, equal_nan=True):
+            raise TaskFailed(
+                f"model refused: its {name} for one example changed when another example "
+                "changed; per-example gradients must depend on their own example only"
+            )
+
+
+def run_round(
+    task: Mapping[str, Any],
+    model_bytes: bytes,
+    params: Mapping[str, np.ndarray],
+    address: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    dp: DPConfig,
+    ledger: PrivacyLedger,
+    *,
+    limits: SandboxLimits | None = None,
+    device: str = "cpu",
+    validate: bool = True,
+    probe: bool = True,
+    round_index: int = 0,
+) -> RoundOutcome:
+    """Run one DP-SGD round in a sandboxed child; return the checked result and local state."""
+    started = time.monotonic()
+    limits = limits or SandboxLimits()
+    dp.check()
+    if ledger.delta != dp.delta:
+        raise TesseraError(f"the ledger accounts at delta {ledger.delta}, the round at {dp.delta}")
+    features, labels = _check_data(task, features, labels)
+    count = features.shape[0]
+    batch = int(task["batch_size"])
+    expected = float(dp.expected_batch_size or batch)
+    q = expected / count
+    if q > 1:
+        raise TesseraError(f"expected batch size {expected:g} exceeds the {count} examples")
+    names = [p["name"] for p in task["params"]]
+    shapes = {p["name"]: list(p["shape"]) for p in task["params"]}
+    start = {}
+    for name in names:
+        value = np.asarray(params[name], dtype=np.float32)
+        if list(value.shape) != shapes[name] or not np.all(np.isfinite(value)):
+            raise TesseraError(f"parameter {name!r} is not finite float32 {shapes[name]}")
+        start[name] = value
+    epsilon_before = ledger.spent()
+    ledger.check_round(q, dp.noise_multiplier, dp.local_steps)  # before anything runs
+    if validate:
+        _validate_model(model_bytes, task)
+    providers = resolve_providers(device)
+    inputs, outputs = task_io(task)
+    grad_names = [f"grad.{name}" for name in names]
+    current = [start[name].copy() for name in names]
+    optimizer = dpsgd.make_optimizer(dp.optimizer, dp.learning_rate)
+    nonce = os.urandom(32)
+    rows_hash = hashlib.sha256(b"tessera-rows/1")
+    mean_losses: list[float] = []
+    used = np.zeros(count, dtype=bool)
+    samples = 0
+    with Sandbox(model_bytes, inputs, outputs, limits, providers) as box:
+        for step in range(dp.local_steps):
+            rng = dpsgd.SecureRandom()  # a fresh key every step
+            chosen = np.flatnonzero(rng.bernoulli(count, q))
+            used[chosen] = True
+            samples += len(chosen)
+            for name, value in zip(names, current, strict=True):
+                np.copyto(box.arrays[name], value)
+            sums = [np.zeros(shapes[name], dtype=np.float32) for name in names]
+            loss_total = 0.0
+            for call, first in enumerate(range(0, max(len(chosen), 1), batch)):
+                rows = chosen[first : first + batch]
+                n = len(rows)
+                _fill(box, features, labels, rows)
+                rows_hash.update(np.array([step, call, n], dtype="<u8").tobytes())
+                rows_hash.update(box.arrays["features"][:n].astype("<f4", copy=False).tobytes())
+                rows_hash.update(box.arrays["labels"][:n].tobytes())
+                if n == 0:
+                    continue  # an empty Poisson sample still takes a (pure noise) step
+                if probe and step == 0 and call == 0 and n >= 2 and count > n:
+                    outside = int(rng.uniform(1)[0] * count)
+                    while outside in set(rows.tolist()):
+                        outside = (outside + 1) % count
+                    slot = int(rng.uniform(1)[0] * n)
+                    _probe(box, grad_names, n, features, labels, outside, slot)
+                else:
+                    box.run()
+                try:
+                    part, _ = dpsgd.clipped_sum(
+                        [box.arrays[g] for g in grad_names], n, dp.clip_norm
+                    )
+                except dpsgd.NonFiniteGradient as exc:
+                    raise TaskFailed(f"model failed: {exc}") from None
+                for total, piece in zip(sums, part, strict=True):
+                    total += piece
+                loss_total += float(np.sum(box.arrays["losses"][:n], dtype=np.float64))
+            noisy = dpsgd.noisy_mean(sums, dp.clip_norm, dp.noise_multiplier, expected, rng)
+            optimizer.step(current, noisy)
+            ledger.record_step(q, dp.noise_multiplier)  # raises if ever over the budget
+            mean_losses.append(loss_total / len(chosen) if len(chosen) else float("nan"))
+        sandbox_info = dict(box.info)
+    commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()
+    spent = ledger.spent()
+    result = RoundResult(
+        package=address,
+        task=str(task["name"]),
+        round=round_index,
+        delta={name: (new - start[name]) for name, new in zip(names, current, strict=True)},
+        examples_used=int(used.sum()),
+        samples=samples,
+        steps=dp.local_steps,
+        epsilon_round=max(0.0, spent - epsilon_before),
+        epsilon_total=spent,
+        epsilon_budget=dp.epsilon_budget,
+        dp={
+            "accountant": "rdp",
+            "clip_norm": dp.clip_norm,
+            "delta": dp.delta,
+            "expected_batch_size": expected,
+            "learning_rate": dp.learning_rate,
+            "local_steps": dp.local_steps,
+            "noise_multiplier": dp.noise_multiplier,
+            "optimizer": dp.optimizer,
+            "sampling_rate": q,
+        },
+        data_commitment=f"sha256:{commitment}",
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    result.check(shapes)  # raises ResultInvalid: a NaN or a wrong shape never leaves here
+    return RoundOutcome(
+        result=result,
+        params=dict(zip(names, current, strict=True)),
+        mean_losses=mean_losses,
+        commitment_nonce=nonce,
+        sandbox=sandbox_info,
+        seconds=time.monotonic() - started,
+    )

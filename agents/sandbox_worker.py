@@ -1,0 +1,208 @@
+"""The child process that runs an organization's ONNX graph, and the executor it shares.
+
+The parent (``agents/runner.py``) starts ``python -I -c 'from agents.sandbox_worker import main;
+main()'`` in a fresh empty directory with a minimal environment and one shared-memory region
+(a memfd passed as an inherited descriptor). The child, before importing numpy or ONNX Runtime:
+
+- tries ``unshare(CLONE_NEWUSER | CLONE_NEWNET)``: a network namespace with no interfaces up,
+  so no socket can reach anything (enforced by the kernel). Where the kernel refuses (some
+  distributions and containers), it says so in its first message and falls back to replacing
+  ``socket.socket`` and friends, which only stops Python code; ONNX Runtime itself opens no
+  sockets, but native code could. There is no seccomp filter;
+- sets ``PR_SET_NO_NEW_PRIVS``, RLIMIT_AS (the memory limit), RLIMIT_FSIZE 0 (no file can grow:
+  the child writes nothing to disk) and RLIMIT_CORE 0.
+
+Files the user can read stay readable to it; what it learns can only leave through the shared
+memory, whose content the parent treats as untrusted numbers (clipped per example, then noised).
+Messages to the parent are one JSON line each, never pickles. The wall-time limit is enforced
+by the parent, which kills the child.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import struct
+import sys
+from typing import Any, BinaryIO
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_PR_SET_NO_NEW_PRIVS = 38
+ALIGN = 64
+_MEMORY_WORDS = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate")
+_DTYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+
+
+def layout(spec: list[dict[str, Any]]) -> tuple[dict[str, tuple[int, str, list[int]]], int]:
+    """Offsets of each tensor of ``spec`` in the shared region, and the region's size."""
+    offsets: dict[str, tuple[int, str, list[int]]] = {}
+    offset = 0
+    for item in spec:
+        count = 1
+        for dim in item["shape"]:
+            count *= dim
+        offsets[item["name"]] = (offset, item["dtype"], list(item["shape"]))
+        offset += -(-count * 8 // ALIGN) * ALIGN  # 8 bytes covers float32 and int64
+    return offsets, max(offset, ALIGN)
+
+
+def views(buffer: Any, spec: list[dict[str, Any]]) -> dict[str, Any]:
+    """numpy arrays over ``buffer`` for each tensor of ``spec``, per :func:`layout`."""
+    import numpy as np
+
+    offsets, _ = layout(spec)
+    out = {}
+    for name, (offset, dtype, shape) in offsets.items():
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(buffer, dtype=np.dtype(dtype), count=count, offset=offset)
+        out[name] = array.reshape(shape)
+    return out
+
+
+class GraphExecutor:
+    """One ONNX Runtime session whose inputs and outputs are bound to caller-owned arrays."""
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        inputs: list[dict[str, Any]],
+        outputs: list[dict[str, Any]],
+        arrays: dict[str, Any],
+        threads: int,
+        providers: list[str],
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        # a provider that cannot run a node must be an error, not a silent move to the CPU
+        self.session.disable_fallback()
+        self._check_io(inputs, outputs)
+        self.binding = self.session.io_binding()
+        # bound by address: every run reads what the caller wrote there since, and writes
+        # straight into the caller's arrays (no copies either way)
+        for item in inputs:
+            array = arrays[item["name"]]
+            self.binding.bind_input(
+                item["name"], "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
+            )
+        for item in outputs:
+            array = arrays[item["name"]]
+            self.binding.bind_output(
+                item["name"], "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
+            )
+
+    def _check_io(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        for what, got, want in (
+            ("inputs", self.session.get_inputs(), inputs),
+            ("outputs", self.session.get_outputs(), outputs),
+        ):
+            described = [(v.name, list(v.shape), v.type) for v in got]
+            expected = [(v["name"], list(v["shape"]), _DTYPES[v["dtype"]]) for v in want]
+            if described != expected:
+                raise ValueError(f"model {what} do not match task.json: {described[:4]}...")
+
+    def run(self) -> None:
+        """Run the graph once on the bound arrays; outputs land in the bound output arrays."""
+        self.session.run_with_iobinding(self.binding)
+
+
+# ------------------------------------------------------------------------------ the child
+
+
+def _isolate_network() -> str:
+    """Enter empty user + network namespaces if the kernel allows; else guard Python sockets."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
+            return "network-namespace"
+    except (OSError, AttributeError):
+        pass
+    import socket
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise PermissionError("network use is not allowed in a Tessera task")
+
+    for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd"):
+        setattr(socket, name, refused)
+    return "python-guard"
+
+
+def _apply_limits(memory_bytes: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # writes that would grow a file fail with EFBIG instead of killing us with SIGXFSZ
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def _read_frame(stream: BinaryIO) -> bytes:
+    header = stream.read(8)
+    if len(header) != 8:
+        raise EOFError("parent closed the pipe")
+    (size,) = struct.unpack("<Q", header)
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError("parent closed the pipe")
+    return data
+
+
+def _reply(out: BinaryIO, **fields: Any) -> None:
+    out.write(json.dumps(fields).encode("utf-8") + b"\n")
+    out.flush()
+
+
+def _error_kind(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or any(word in text for word in _MEMORY_WORDS):
+        return "memory"
+    return "model"
+
+
+def main() -> None:
+    """Entry point of the child: set up the sandbox, load the model, serve run requests."""
+    network = _isolate_network()  # first: unshare needs a single-threaded process
+    stdin = sys.stdin.buffer
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    config = json.loads(_read_frame(stdin))
+    model_bytes = _read_frame(stdin)
+    _apply_limits(config["memory_bytes"])
+    try:
+        import mmap
+
+        region = mmap.mmap(config["fd"], config["size"])
+        inputs, outputs = config["inputs"], config["outputs"]
+        arrays = views(region, inputs + outputs)
+        executor = GraphExecutor(
+            model_bytes, inputs, outputs, arrays, config["threads"], config["providers"]
+        )
+        del model_bytes
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
+        _reply(out, ok=False, kind=_error_kind(exc), error=str(exc)[:500])
+        return
+    _reply(out, ok=True, network=network, torch_loaded="torch" in sys.modules, pid=os.getpid())
+    while True:
+        command = stdin.read(1)
+        if command != b"R":
+            return
+        try:
+            executor.run()
+            _reply(out, ok=True)
+        except BaseException as exc:  # noqa: BLE001
+            _reply(out, ok=False, kind=_error_kind(exc), error=str(exc)[:500])
+            return
