@@ -1,0 +1,129 @@
+"""DP-SGD arithmetic: the noise has the right spread, clipping never lets a gradient through
+above C, the clipped sum equals the reference, and the optimizers step the right way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents import dpsgd
+
+
+def _grads(n: int = 64, seed: int = 0, scale: float = 3.0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # per-example scales spread over three orders of magnitude: some clipped, some not
+    sizes = rng.uniform(0.01, scale, size=n).astype(np.float32)
+    shapes = [(40, 30), (30,), (9000,), (1,)]
+    grads = [rng.standard_normal((n, *s)).astype(np.float32) for s in shapes]
+    norms = np.sqrt(sum((g.reshape(n, -1).astype(np.float64) ** 2).sum(1) for g in grads))
+    factors = (sizes / norms).astype(np.float32)
+    return [g * factors.reshape((n,) + (1,) * (g.ndim - 1)) for g in grads]
+
+
+def _joint_norms(grads: list[np.ndarray]) -> np.ndarray:
+    n = grads[0].shape[0]
+    return np.sqrt(sum((g.reshape(n, -1).astype(np.float64) ** 2).sum(1) for g in grads))
+
+
+def test_noise_std_is_sigma_times_c_within_5_percent():
+    sigma, clip = 1.3, 0.7
+    draws = dpsgd.noisy_mean(
+        [np.zeros((500, 400), np.float32)], clip, sigma, 1.0, dpsgd.SecureRandom()
+    )[0]
+    # 200k draws: the sample std's own error is ~0.2%, far inside the 5% asked for
+    assert abs(draws.std() / (sigma * clip) - 1) < 0.05
+    assert abs(draws.mean()) < 0.01 * sigma * clip
+
+
+def test_secure_normal_looks_gaussian():
+    z = dpsgd.SecureRandom().normal(400_001).astype(np.float64)
+    assert z.shape == (400_001,) and z.dtype == np.float64
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs((z**4).mean() - 3) < 0.1  # kurtosis of a Gaussian
+    assert abs(np.mean(np.abs(z) < 1) - 0.6827) < 0.005
+
+
+def test_each_generator_has_its_own_key():
+    a, b = dpsgd.SecureRandom().random_bytes(64), dpsgd.SecureRandom().random_bytes(64)
+    assert not np.array_equal(a, b)
+
+
+def test_uniform_and_bernoulli():
+    rng = dpsgd.SecureRandom()
+    u = rng.uniform(200_000)
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.005
+    assert abs(rng.bernoulli(200_000, 0.03).mean() - 0.03) < 0.003
+
+
+@pytest.mark.parametrize("clip", [0.05, 0.5, 1.0, 2.5])
+def test_clipped_norms_never_exceed_c(clip):
+    for seed in range(5):
+        clipped = dpsgd.clip_per_example(_grads(seed=seed), clip)
+        assert _joint_norms(clipped).max() <= clip + 1e-6
+
+
+def test_small_gradients_are_left_alone():
+    grads = _grads(scale=0.5)
+    clipped = dpsgd.clip_per_example(grads, 10.0)
+    for g, c in zip(grads, clipped, strict=True):
+        np.testing.assert_allclose(c, g, rtol=2e-4)
+
+
+def test_clipped_sum_matches_reference_and_ignores_padding():
+    grads = _grads(n=64)
+    n = 50
+    for g in grads:
+        g[n:] = np.nan  # padding rows: whatever the model put there is never read
+    sums, norms = dpsgd.clipped_sum(grads, n, 1.0)
+    reference = dpsgd.clip_per_example([g[:n] for g in grads], 1.0)
+    for s, r in zip(sums, reference, strict=True):
+        np.testing.assert_allclose(s, r.sum(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norms, _joint_norms([g[:n] for g in grads]), rtol=1e-5)
+
+
+def test_non_finite_gradients_raise():
+    grads = _grads(n=8)
+    grads[2][3, 0] = np.inf
+    with pytest.raises(dpsgd.NonFiniteGradient):
+        dpsgd.clipped_sum(grads, 8, 1.0)
+    grads = _grads(n=8)
+    grads[0][1, 0, 0] = 3e30  # finite, but its square overflows float32
+    with pytest.raises(dpsgd.NonFiniteGradient):
+        dpsgd.clipped_sum(grads, 8, 1.0)
+
+
+def test_empty_sample_gives_pure_noise():
+    sums, norms = dpsgd.clipped_sum([np.zeros((4, 3), np.float32)], 0, 1.0)
+    assert sums[0].shape == (3,) and not sums[0].any() and norms.size == 0
+
+
+def test_noisy_mean_divides_by_expected_batch():
+    sums = [np.full(100_000, 8.0, np.float32)]
+    out = dpsgd.noisy_mean(sums, 1.0, 1e-9, 4.0, dpsgd.SecureRandom())
+    np.testing.assert_allclose(out[0], 2.0, rtol=1e-6)
+
+
+def test_sgd_and_adam_descend_a_quadratic():
+    for optimizer in (dpsgd.SGD(0.1), dpsgd.Adam(0.1)):
+        params = [np.array([3.0, -2.0], np.float32)]
+        for _ in range(200):
+            optimizer.step(params, [2 * params[0]])  # gradient of |p|^2
+        assert np.abs(params[0]).max() < 0.05
+
+
+def test_adam_first_step_is_learning_rate_sized():
+    params = [np.zeros(3, np.float32)]
+    dpsgd.Adam(0.01).step(params, [np.array([5.0, -0.1, 1e-3], np.float32)])
+    np.testing.assert_allclose(params[0], [-0.01, 0.01, -0.01], rtol=1e-3)
+    with pytest.raises(ValueError):
+        dpsgd.make_optimizer("rmsprop", 0.1)
+
+
+def test_norms_just_above_c_are_still_clipped():
+    # float32 rounding in the norm must never let a gradient at C * (1 + tiny) through
+    grads = _grads(n=64, seed=7)
+    norms = _joint_norms(grads)
+    target = 1.0 + np.linspace(-1e-6, 1e-6, 64)
+    for g in grads:
+        g *= (target / norms).astype(np.float32).reshape((64,) + (1,) * (g.ndim - 1))
+    assert _joint_norms(dpsgd.clip_per_example(grads, 1.0)).max() <= 1.0 + 1e-6
