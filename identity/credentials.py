@@ -1,0 +1,428 @@
+"""Signed credentials between organizations and vaults: requests, consents, reward receipts.
+
+Each is a compact JWS (EdDSA, by a did:key) over canonical JSON (`identity.keys`); a did:key
+carries its public key, so a verifier needs nothing but the token. The payloads are the shared
+contract with the exchange:
+
+- ``TrainingRequest``, signed by the organization (its ``issuer``);
+- ``ConsentReceipt`` and ``ConsentRevocation``, signed by the person's vault (the ``subject``);
+- ``RewardReceipt``, signed by the organization, hash-chained per (organization, person):
+  ``seq`` counts up by one and ``prev`` is the SHA-256 hex of the previous receipt's JWS (null
+  for the first), so a receipt that is missing, altered or reordered is detected.
+
+Everything that does not verify raises VerificationFailed with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from identity.keys import did_for, jws_sign, jws_verify
+from vault.errors import VerificationFailed
+from vault.timeparse import iso_utc, parse_iso8601
+
+MAX_TOKEN_BYTES = 64 * 1024
+CLOCK_SKEW_SECONDS = 300
+REQUEST_ID = re.compile(r"^req-[0-9a-f]{32}$")
+CONSENT_ID = re.compile(r"^consent-[0-9a-f]{32}$")
+PACKAGE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DATASET = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_]+$")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 hex of a JWS string (how requests and receipts are referred to)."""
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def _when(value: Any, what: str) -> float:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        raise VerificationFailed(f"{what} must be an ISO 8601 UTC time ending in Z")
+    try:
+        return parse_iso8601(value)[0]
+    except ValueError:
+        raise VerificationFailed(f"{what} is not a valid time: {value!r}") from None
+
+
+def _number(obj: Mapping[str, Any], key: str, where: str, low: float, high: float) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise VerificationFailed(f"{where}.{key} must be a number")
+    if not low <= value <= high:
+        raise VerificationFailed(f"{where}.{key} = {value} is outside {low}..{high}")
+    return float(value)
+
+
+def _integer(obj: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise VerificationFailed(f"{where}.{key} must be an integer in {low}..{high}")
+    return value
+
+
+def _text(obj: Mapping[str, Any], key: str, where: str, limit: int = 200) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise VerificationFailed(f"{where}.{key} must be a non-empty text of at most {limit}")
+    return value
+
+
+def _object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise VerificationFailed(f"{where}.{key} must be an object")
+    return value
+
+
+def _token(jws: Any, what: str, expected_did: str | None = None) -> tuple[str, dict[str, Any]]:
+    if not isinstance(jws, str) or len(jws) > MAX_TOKEN_BYTES:
+        raise VerificationFailed(f"{what}: not a JWS or too large")
+    try:
+        signer, payload = jws_verify(jws, expected_did)
+    except VerificationFailed as exc:
+        raise VerificationFailed(f"{what}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise VerificationFailed(f"{what}: payload is not an object")
+    return signer, payload
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """The differential privacy a request asks for."""
+
+    epsilon: float
+    delta: float
+    clip_norm: float
+    noise_multiplier: float
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    """What each accepted update earns, in which unit, up to which total."""
+
+    per_update: float
+    unit: str
+    cap: float
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """How the exchange combines updates."""
+
+    strategy: str
+    min_updates: int
+    round_seconds: float
+    max_update_norm: float
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A training request whose signature, issuer, expiry and shape were all checked."""
+
+    jws: str
+    payload: dict[str, Any]
+    id: str
+    issuer: str
+    organization: str
+    issued: float
+    expires: float
+    purpose: str
+    datasets: tuple[str, ...]
+    fields: tuple[str, ...]
+    time_from: float
+    time_to: float
+    recipe: str
+    label: str
+    package: str
+    rounds: int
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    privacy: Privacy
+    reward: RewardTerms
+    aggregation: Aggregation
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 hex of the request's JWS (what a consent receipt names)."""
+        return token_hash(self.jws)
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the request's expiry has passed."""
+        return (time.time() if now is None else now) >= self.expires
+
+
+def _strings(obj: Mapping[str, Any], key: str, limit: int, pattern: re.Pattern | None) -> tuple:
+    value = obj.get(key)
+    if not isinstance(value, list) or len(value) > limit:
+        raise VerificationFailed(f"request.{key} must be a list of at most {limit}")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > 200:
+            raise VerificationFailed(f"request.{key} must hold non-empty texts")
+        if pattern is not None and not pattern.match(item):
+            raise VerificationFailed(f"request.{key}: {item!r} is not a dataset name")
+    if len(set(value)) != len(value):
+        raise VerificationFailed(f"request.{key} names an entry twice")
+    return tuple(value)
+
+
+def parse_request(jws: str, payload: Mapping[str, Any]) -> TrainingRequest:
+    """A TrainingRequest from a verified payload; VerificationFailed if it is malformed."""
+    w = "request"
+    if payload.get("type") != "TrainingRequest":
+        raise VerificationFailed(f"not a training request (type {payload.get('type')!r})")
+    if not isinstance(payload.get("id"), str) or not REQUEST_ID.match(payload["id"]):
+        raise VerificationFailed("request.id must be 'req-' and 32 hex digits")
+    issued = _when(payload.get("issued"), "request.issued")
+    expires = _when(payload.get("expires"), "request.expires")
+    if expires <= issued:
+        raise VerificationFailed("request expires before it was issued")
+    time_range = _object(payload, "time_range", w)
+    time_from = _when(time_range.get("from"), "request.time_range.from")
+    time_to = _when(time_range.get("to"), "request.time_range.to")
+    if time_to <= time_from:
+        raise VerificationFailed("request.time_range ends before it starts")
+    if not isinstance(payload.get("package"), str) or not PACKAGE.match(payload["package"]):
+        raise VerificationFailed("request.package must be 'sha256:' and 64 hex digits")
+    optimizer = payload.get("optimizer")
+    if optimizer not in OPTIMIZERS:
+        raise VerificationFailed(f"request.optimizer must be one of {list(OPTIMIZERS)}")
+    privacy = _object(payload, "privacy", w)
+    reward = _object(payload, "reward", w)
+    aggregation = _object(payload, "aggregation", w)
+    datasets = _strings(payload, "datasets", 64, DATASET)
+    if not datasets:
+        raise VerificationFailed("request names no datasets")
+    request = TrainingRequest(
+        jws=jws,
+        payload=dict(payload),
+        id=payload["id"],
+        issuer=_text(payload, "issuer", w, 200),
+        organization=_text(_object(payload, "organization", w), "name", "request.organization"),
+        issued=issued,
+        expires=expires,
+        purpose=_text(payload, "purpose", w, 2000),
+        datasets=datasets,
+        fields=_strings(payload, "fields", 512, None),
+        time_from=time_from,
+        time_to=time_to,
+        recipe=_text(payload, "recipe", w, 100),
+        label=_text(payload, "label", w, 200),
+        package=payload["package"],
+        rounds=_integer(payload, "rounds", w, 1, 10_000),
+        local_steps=_integer(payload, "local_steps", w, 1, 100_000),
+        batch_size=_integer(payload, "batch_size", w, 1, 65_536),
+        learning_rate=_number(payload, "learning_rate", w, 1e-12, 1e3),
+        optimizer=optimizer,
+        privacy=Privacy(
+            epsilon=_number(privacy, "epsilon", "request.privacy", 1e-6, 1e3),
+            delta=_number(privacy, "delta", "request.privacy", 1e-30, 0.1),
+            clip_norm=_number(privacy, "clip_norm", "request.privacy", 1e-9, 1e9),
+            noise_multiplier=_number(privacy, "noise_multiplier", "request.privacy", 1e-3, 1e6),
+        ),
+        reward=RewardTerms(
+            per_update=_number(reward, "per_update", "request.reward", 0, 1e12),
+            unit=_text(reward, "unit", "request.reward", 40),
+            cap=_number(reward, "cap", "request.reward", 0, 1e15),
+        ),
+        aggregation=Aggregation(
+            strategy=_text(aggregation, "strategy", "request.aggregation", 40),
+            min_updates=_integer(aggregation, "min_updates", "request.aggregation", 1, 10**7),
+            round_seconds=_number(aggregation, "round_seconds", "request.aggregation", 1, 1e8),
+            max_update_norm=_number(aggregation, "max_update_norm", "request.aggregation", 0, 1e12),
+        ),
+    )
+    _check_recipe(request)
+    return request
+
+
+def _check_recipe(request: TrainingRequest) -> None:
+    # the organization may only pick a recipe and a label from the vault's own catalogue
+    from vault.recipes import RecipeRefused, get_recipe
+
+    try:
+        get_recipe(request.recipe).check(request.datasets, request.fields, request.label)
+    except RecipeRefused as exc:
+        raise VerificationFailed(f"request refused: {exc}") from None
+
+
+def verify_request(
+    jws: str, now: float | None = None, allow_expired: bool = False
+) -> TrainingRequest:
+    """Verify a training request: signature, signer == issuer, well-formed, not expired."""
+    signer, payload = _token(jws, "training request")
+    request = parse_request(jws, payload)
+    if signer != request.issuer:
+        raise VerificationFailed(
+            f"training request claims issuer {request.issuer} but is signed by {signer}"
+        )
+    now = time.time() if now is None else now
+    if request.issued > now + CLOCK_SKEW_SECONDS:
+        raise VerificationFailed("training request is issued in the future")
+    if not allow_expired and request.expired(now):
+        raise VerificationFailed(f"training request expired at {iso_utc(request.expires)}")
+    return request
+
+
+# ---------------------------------------------------------------------------- consent
+
+
+def issue_consent(
+    jwk: str,
+    request: TrainingRequest,
+    datasets: Sequence[str],
+    epsilon_budget: float,
+    expires: float,
+    now: float | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A consent receipt signed by the vault key ``jwk``; returns (JWS, payload)."""
+    now = time.time() if now is None else now
+    payload = {
+        "type": "ConsentReceipt",
+        "id": f"consent-{uuid.uuid4().hex}",
+        "request": request.id,
+        "request_hash": request.hash,
+        "subject": did_for(jwk),
+        "organization": request.issuer,
+        "datasets": list(datasets),
+        "epsilon_budget": float(epsilon_budget),
+        "issued": iso_utc(int(now)),
+        "expires": iso_utc(int(expires)),
+    }
+    return jws_sign(jwk, payload), payload
+
+
+def verify_consent(
+    jws: str, subject: str | None = None, request: TrainingRequest | None = None
+) -> dict[str, Any]:
+    """Check a consent receipt's signature, shape and (if given) its subject and request."""
+    signer, payload = _token(jws, "consent receipt", subject)
+    if payload.get("type") != "ConsentReceipt":
+        raise VerificationFailed("not a consent receipt")
+    if payload.get("subject") != signer:
+        raise VerificationFailed("consent receipt names a subject other than its signer")
+    if not isinstance(payload.get("id"), str) or not CONSENT_ID.match(payload["id"]):
+        raise VerificationFailed("consent receipt id must be 'consent-' and 32 hex digits")
+    _when(payload.get("issued"), "consent.issued")
+    _when(payload.get("expires"), "consent.expires")
+    _number(payload, "epsilon_budget", "consent", 1e-9, 1e3)
+    if request is not None:
+        if (payload.get("request"), payload.get("request_hash")) != (request.id, request.hash):
+            raise VerificationFailed("consent receipt is for a different request")
+        if payload.get("organization") != request.issuer:
+            raise VerificationFailed("consent receipt names a different organization")
+        if not set(payload.get("datasets") or []) <= set(request.datasets):
+            raise VerificationFailed("consent covers datasets the request did not ask for")
+    return payload
+
+
+def issue_revocation(jwk: str, consent_id: str, now: float | None = None) -> str:
+    """A consent revocation signed by the vault key ``jwk``."""
+    payload = {
+        "type": "ConsentRevocation",
+        "consent": consent_id,
+        "subject": did_for(jwk),
+        "issued": iso_utc(int(time.time() if now is None else now)),
+    }
+    return jws_sign(jwk, payload)
+
+
+def verify_revocation(jws: str, subject: str | None = None) -> dict[str, Any]:
+    """Check a revocation's signature and shape."""
+    signer, payload = _token(jws, "consent revocation", subject)
+    if payload.get("type") != "ConsentRevocation" or payload.get("subject") != signer:
+        raise VerificationFailed("not a consent revocation by its subject")
+    if not isinstance(payload.get("consent"), str) or not CONSENT_ID.match(payload["consent"]):
+        raise VerificationFailed("revocation names no consent")
+    _when(payload.get("issued"), "revocation.issued")
+    return payload
+
+
+# ---------------------------------------------------------------------------- rewards
+
+
+@dataclass(frozen=True)
+class RewardReceipt:
+    """A reward receipt whose signature and shape were checked."""
+
+    jws: str
+    id: str
+    request: str
+    round: int
+    person: str
+    organization: str
+    amount: float
+    unit: str
+    issued: float
+    seq: int
+    prev: str | None
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 hex of the receipt's JWS (what the next receipt's ``prev`` holds)."""
+        return token_hash(self.jws)
+
+
+def verify_reward_receipt(
+    jws: str, person: str | None = None, organization: str | None = None
+) -> RewardReceipt:
+    """Check a reward receipt: signed by its organization, for ``person``, well-formed."""
+    signer, p = _token(jws, "reward receipt", organization)
+    w = "receipt"
+    if p.get("type") != "RewardReceipt":
+        raise VerificationFailed("not a reward receipt")
+    if p.get("organization") != signer:
+        raise VerificationFailed("reward receipt is not signed by the organization it names")
+    if person is not None and p.get("person") != person:
+        raise VerificationFailed("reward receipt is for someone else")
+    prev = p.get("prev")
+    if prev is not None and (not isinstance(prev, str) or not re.match(r"^[0-9a-f]{64}$", prev)):
+        raise VerificationFailed("reward receipt prev must be a SHA-256 hex or null")
+    return RewardReceipt(
+        jws=jws,
+        id=_text(p, "id", w),
+        request=_text(p, "request", w),
+        round=_integer(p, "round", w, 0, 10**9),
+        person=_text(p, "person", w),
+        organization=signer,
+        amount=_number(p, "amount", w, 0, 1e15),
+        unit=_text(p, "unit", w, 40),
+        issued=_when(p.get("issued"), "receipt.issued"),
+        seq=_integer(p, "seq", w, 0, 10**12),
+        prev=prev,
+    )
+
+
+def check_receipt_chains(
+    receipts: Iterable[RewardReceipt], terms: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """Problems with a person's receipts, one chain per organization (empty when all verify).
+
+    Each chain is checked by the exchange's own rule (``agents.exchange.rewards``): seq from 0
+    without gaps, ``prev`` the previous receipt's hash, ids unique, and with ``terms`` (request
+    id -> the request's ``reward``) every amount as the terms say, the total within the cap.
+    """
+    from agents.exchange.rewards import verify_receipt_chain
+
+    chains: dict[tuple[str, str], list[RewardReceipt]] = {}
+    for receipt in receipts:
+        chains.setdefault((receipt.organization, receipt.person), []).append(receipt)
+    problems: list[str] = []
+    for (org, person), chain in sorted(chains.items()):
+        chain.sort(key=lambda r: r.seq)
+        try:
+            verify_receipt_chain([r.jws for r in chain], org, person, terms)
+        except VerificationFailed as exc:
+            problems.append(f"receipts from {org}: {exc}")
+    return problems
