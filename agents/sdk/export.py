@@ -161,11 +161,12 @@ def _train_step(
         grads, losses = per_batch(params, features, labels)
         keep = mask > 0
         # where, not multiply: a NaN in a padded row must not survive as NaN * 0
-        out = [torch.where(keep, losses, torch.zeros_like(losses))]
+        zero = losses.new_zeros(())  # a scalar: a full-size zeros tensor would be baked in
+        out = [torch.where(keep, losses, zero)]
         for name in names:
             g = grads[name]
             row = keep.reshape((batch_size,) + (1,) * (g.dim() - 1))
-            out.append(torch.where(row, g, torch.zeros_like(g)))
+            out.append(torch.where(row, g, zero))
         return tuple(out)
 
     return step
