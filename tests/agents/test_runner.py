@@ -8,6 +8,7 @@ model that only misbehaves when run.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import onnx
@@ -260,3 +261,34 @@ def test_vault_settings_only_tighten():
     loose = effective_dp(request, {"clip_norm": 5.0, "noise_multiplier": 0.1, "epsilon_budget": 99})
     assert loose == request
     assert effective_dp(request, None) == request
+
+
+def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
+    # the command's face; kept here beside the runner it drives
+    from agents.package import write_package
+
+    package = tmp_path / "logistic.tpkg"
+    write_package(package, _task(), logistic_model(), _params())
+    features, labels = _data()
+    data = tmp_path / "data.npz"
+    np.savez(data, features=features, labels=labels)
+    out = tmp_path / "results.json"
+    common = [str(package), "--data", str(data), "--local-steps", "4", "--learning-rate", "0.5"]
+    run = tessera("task", "run", *common, "--rounds", "2", "--out", str(out), "--json")
+    assert run.code == 0, run.err
+    report = json.loads(run.out)
+    assert [r["round"] for r in report["rounds"]] == [0, 1]
+    tokens = json.loads(out.read_text())["results"]
+    did, result = verify_result(tokens[1], {"w": [D], "b": [1]}, report["signer"])
+    assert result.round == 1 and result.epsilon_total == pytest.approx(report["epsilon_spent"])
+    refused = {
+        "dataset": tessera("task", "run", *common, "--dataset", "steps"),
+        "budget": tessera("task", "run", *common, "--epsilon-budget", "0.01"),
+        "gpu": tessera("task", "run", *common, "--device", "gpu"),
+    }
+    for name, result in refused.items():
+        if name == "gpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            continue
+        assert result.code == 1, name
+        assert result.err.startswith("error: ") and "Traceback" not in result.err, name
+    assert tessera("task", "run", str(package)).code == 2  # no --data: usage
