@@ -13,8 +13,8 @@ graph's fixed batch size, the last one padded and masked; epsilon is recomputed 
 step. A child that exceeds the memory or time limit is killed and reported as
 :class:`TaskFailed`; this process carries on. Vault settings can only tighten a request
 (:func:`effective_dp`). Known gap: DP assumes each example's gradient depends on that example
-only; one spot check per round (:func:`run_round` ``probe``) catches graphs that mix examples
-across the batch on real rows, but cannot prove they never do.
+only; one spot check per round (``DPStep.probe`` in ``agents/training_step.py``) catches graphs
+that mix examples across the batch on real rows, but cannot prove they never do.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from agents import dpsgd
 from agents.accounting import PrivacyLedger
 from agents.round_result import RoundResult
 from agents.sandbox import Sandbox, SandboxLimits, TaskFailed, resolve_providers
+from agents.training_step import DPStep
 from vault.errors import TesseraError
 
 # TaskFailed and SandboxLimits live with the process code; callers import them from here
@@ -147,51 +148,6 @@ def _check_data(
     return features, labels
 
 
-def _fill(box: Sandbox, features: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> None:
-    n = len(rows)
-    arrays = box.arrays
-    np.take(features, rows, axis=0, out=arrays["features"][:n])
-    np.take(labels, rows, axis=0, out=arrays["labels"][:n])
-    arrays["features"][n:] = 0
-    arrays["labels"][n:] = 0
-    arrays["mask"][:n] = 1
-    arrays["mask"][n:] = 0
-
-
-def _probe(
-    box: Sandbox,
-    grad_names: list[str],
-    n: int,
-    features: np.ndarray,
-    labels: np.ndarray,
-    outside: int,
-    slot: int,
-) -> None:
-    """Run the filled batch with row ``slot`` swapped for row ``outside``, then unswapped.
-
-    Every other row's loss and gradients must not change; else the graph mixes examples and
-    per-example clipping would not bound one person's influence. Leaves the real outputs.
-    """
-    arrays = box.arrays
-    saved = (arrays["features"][slot].copy(), arrays["labels"][slot].copy())
-    arrays["features"][slot] = features[outside]
-    arrays["labels"][slot] = labels[outside]
-    box.run()
-    names = ["losses", *grad_names]
-    probe = {name: arrays[name][:n].copy() for name in names}
-    arrays["features"][slot], arrays["labels"][slot] = saved
-    box.run()
-    others = np.arange(n) != slot
-    for name in names:
-        real, swapped = arrays[name][:n][others], probe[name][others]
-        scale = max(1.0, float(np.max(np.abs(real), initial=0.0)))
-        if not np.allclose(real, swapped, rtol=1e-4, atol=1e-6 * scale, equal_nan=True):
-            raise TaskFailed(
-                f"model refused: its {name} for one example changed when another example "
-                "changed; per-example gradients must depend on their own example only"
-            )
-
-
 def run_round(
     task: Mapping[str, Any],
     model_bytes: bytes,
@@ -235,7 +191,6 @@ def run_round(
         _validate_model(model_bytes, task)
     providers = resolve_providers(device)
     inputs, outputs = task_io(task)
-    grad_names = [f"grad.{name}" for name in names]
     current = [start[name].copy() for name in names]
     optimizer = dpsgd.make_optimizer(dp.optimizer, dp.learning_rate)
     nonce = os.urandom(32)
@@ -244,45 +199,17 @@ def run_round(
     used = np.zeros(count, dtype=bool)
     samples = 0
     with Sandbox(model_bytes, inputs, outputs, limits, providers) as box:
+        stepper = DPStep(
+            box, task, features, labels, dp.clip_norm, dp.noise_multiplier, expected, rows_hash
+        )
         for step in range(dp.local_steps):
             rng = dpsgd.SecureRandom()  # a fresh key every step
             chosen = np.flatnonzero(rng.bernoulli(count, q))
             used[chosen] = True
             samples += len(chosen)
-            for name, value in zip(names, current, strict=True):
-                np.copyto(box.arrays[name], value)
-            sums = [np.zeros(shapes[name], dtype=np.float32) for name in names]
-            loss_total = 0.0
-            for call, first in enumerate(range(0, max(len(chosen), 1), batch)):
-                rows = chosen[first : first + batch]
-                n = len(rows)
-                _fill(box, features, labels, rows)
-                rows_hash.update(np.array([step, call, n], dtype="<u8").tobytes())
-                rows_hash.update(box.arrays["features"][:n].astype("<f4", copy=False).tobytes())
-                rows_hash.update(box.arrays["labels"][:n].tobytes())
-                if n == 0:
-                    continue  # an empty Poisson sample still takes a (pure noise) step
-                if probe and step == 0 and call == 0 and n >= 2 and count > n:
-                    outside = int(rng.uniform(1)[0] * count)
-                    while outside in set(rows.tolist()):
-                        outside = (outside + 1) % count
-                    slot = int(rng.uniform(1)[0] * n)
-                    _probe(box, grad_names, n, features, labels, outside, slot)
-                else:
-                    box.run()
-                try:
-                    part, _ = dpsgd.clipped_sum(
-                        [box.arrays[g] for g in grad_names], n, dp.clip_norm
-                    )
-                except dpsgd.NonFiniteGradient as exc:
-                    raise TaskFailed(f"model failed: {exc}") from None
-                for total, piece in zip(sums, part, strict=True):
-                    total += piece
-                loss_total += float(np.sum(box.arrays["losses"][:n], dtype=np.float64))
-            noisy = dpsgd.noisy_mean(sums, dp.clip_norm, dp.noise_multiplier, expected, rng)
-            optimizer.step(current, noisy)
+            loss = stepper.step(current, optimizer, chosen, rng, step, probe and step == 0)
             ledger.record_step(q, dp.noise_multiplier)  # raises if ever over the budget
-            mean_losses.append(loss_total / len(chosen) if len(chosen) else float("nan"))
+            mean_losses.append(loss / len(chosen) if len(chosen) else float("nan"))
         sandbox_info = dict(box.info)
     commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()
     spent = ledger.spent()

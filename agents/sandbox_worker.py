@@ -206,3 +206,43 @@ def main() -> None:
         except BaseException as exc:  # noqa: BLE001
             _reply(out, ok=False, kind=_error_kind(exc), error=str(exc)[:500])
             return
+
+
+class LocalGraph:
+    """The child's executor run in this process (no isolation): for benchmarks and tests.
+
+    Same layout, same binding, same session options as the sandbox; ``onnx_seconds`` adds up
+    the time spent inside ONNX Runtime so callers can tell it from their own overhead.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        inputs: list[dict[str, Any]],
+        outputs: list[dict[str, Any]],
+        threads: int = 1,
+        providers: list[str] | None = None,
+    ) -> None:
+        import mmap
+        import time
+
+        self._clock = time.perf_counter
+        _, size = layout(inputs + outputs)
+        self._region = mmap.mmap(-1, size)  # anonymous and page-aligned, like the memfd
+        self.arrays = views(self._region, inputs + outputs)
+        self.executor = GraphExecutor(
+            model_bytes,
+            inputs,
+            outputs,
+            self.arrays,
+            threads,
+            providers or ["CPUExecutionProvider"],
+        )
+        self.onnx_seconds = 0.0
+        self.info: dict[str, Any] = {"network": "none (in process)", "torch_loaded": None}
+
+    def run(self) -> None:
+        """Run the graph once on what is in ``arrays``."""
+        start = self._clock()
+        self.executor.run()
+        self.onnx_seconds += self._clock() - start

@@ -1,0 +1,148 @@
+"""One DP-SGD step over a task graph: Poisson sample, graph calls, clip, noise, optimizer.
+
+Shared by the runner (graph = the sandboxed child) and the benchmark (graph = the same executor
+in process), so what is timed is what runs. A graph is anything with ``arrays`` (the bound
+input/output tensors by name) and ``run()``. The batch of a step is split into calls of the
+graph's fixed batch size; the last call is padded with zero rows and a zero mask, and padding
+rows of the outputs are never read. The rows of every call are hashed, in order, into the
+round's data commitment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from agents import dpsgd
+from agents.sandbox import TaskFailed
+
+
+class Graph(Protocol):
+    """A bound task graph: the sandbox's child, or the same executor in process."""
+
+    arrays: dict[str, np.ndarray]
+
+    def run(self) -> None:
+        """Run once on what is in ``arrays``."""
+
+
+class DPStep:
+    """The fixed parts of a round's steps: graph, data, parameter layout, DP settings."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        task: Mapping[str, Any],
+        features: np.ndarray,
+        labels: np.ndarray,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected_batch_size: float,
+        rows_hash: Any = None,
+    ) -> None:
+        self.graph = graph
+        self.names = [p["name"] for p in task["params"]]
+        self.grad_names = [f"grad.{name}" for name in self.names]
+        self.shapes = {p["name"]: tuple(p["shape"]) for p in task["params"]}
+        self.batch = int(task["batch_size"])
+        self.features, self.labels = features, labels
+        self.clip_norm = clip_norm
+        self.noise_multiplier = noise_multiplier
+        self.expected = expected_batch_size
+        self.rows_hash = rows_hash
+        self.timings: dict[str, float] | None = None  # section -> seconds, when measuring
+
+    def _tick(self, section: str, since: float) -> float:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[section] = self.timings.get(section, 0.0) + now - since
+        return now
+
+    def _fill(self, rows: np.ndarray) -> None:
+        n = len(rows)
+        arrays = self.graph.arrays
+        np.take(self.features, rows, axis=0, out=arrays["features"][:n])
+        np.take(self.labels, rows, axis=0, out=arrays["labels"][:n])
+        arrays["features"][n:] = 0
+        arrays["labels"][n:] = 0
+        arrays["mask"][:n] = 1
+        arrays["mask"][n:] = 0
+
+    def probe(self, n: int, outside: int, slot: int) -> None:
+        """Run the filled batch with row ``slot`` swapped for data row ``outside``, then as is.
+
+        Every other row's loss and gradients must not change; else the graph mixes examples and
+        per-example clipping would not bound one person's influence. Leaves the real outputs.
+        """
+        arrays = self.graph.arrays
+        saved = (arrays["features"][slot].copy(), arrays["labels"][slot].copy())
+        arrays["features"][slot] = self.features[outside]
+        arrays["labels"][slot] = self.labels[outside]
+        self.graph.run()
+        names = ["losses", *self.grad_names]
+        swapped = {name: arrays[name][:n].copy() for name in names}
+        arrays["features"][slot], arrays["labels"][slot] = saved
+        self.graph.run()
+        others = np.arange(n) != slot
+        for name in names:
+            real, other = arrays[name][:n][others], swapped[name][others]
+            scale = max(1.0, float(np.max(np.abs(real), initial=0.0)))
+            if not np.allclose(real, other, rtol=1e-4, atol=1e-6 * scale, equal_nan=True):
+                raise TaskFailed(
+                    f"model refused: its {name} for one example changed when another example "
+                    "changed; per-example gradients must depend on their own example only"
+                )
+
+    def step(
+        self,
+        params: list[np.ndarray],
+        optimizer: dpsgd.SGD | dpsgd.Adam,
+        chosen: np.ndarray,
+        rng: dpsgd.SecureRandom,
+        index: int = 0,
+        probe: bool = False,
+    ) -> float:
+        """Update ``params`` in place from the examples ``chosen``; return their summed loss."""
+        t = time.perf_counter()
+        arrays = self.graph.arrays
+        for name, value in zip(self.names, params, strict=True):
+            np.copyto(arrays[name], value)
+        sums = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
+        loss_total = 0.0
+        t = self._tick("inputs", t)
+        for call, first in enumerate(range(0, max(len(chosen), 1), self.batch)):
+            rows = chosen[first : first + self.batch]
+            n = len(rows)
+            self._fill(rows)
+            if self.rows_hash is not None:
+                self.rows_hash.update(np.array([index, call, n], dtype="<u8").tobytes())
+                self.rows_hash.update(arrays["features"][:n].astype("<f4", copy=False).tobytes())
+                self.rows_hash.update(arrays["labels"][:n].tobytes())
+            t = self._tick("inputs", t)
+            if n == 0:
+                continue  # an empty Poisson sample still takes a (pure noise) step
+            if probe and call == 0 and n >= 2 and len(self.features) > n:
+                members = set(rows.tolist())
+                outside = int(rng.uniform(1)[0] * len(self.features))
+                while outside in members:
+                    outside = (outside + 1) % len(self.features)
+                self.probe(n, outside, int(rng.uniform(1)[0] * n))
+            else:
+                self.graph.run()
+            t = self._tick("onnx", t)
+            try:
+                part, _ = dpsgd.clipped_sum([arrays[g] for g in self.grad_names], n, self.clip_norm)
+            except dpsgd.NonFiniteGradient as exc:
+                raise TaskFailed(f"model failed: {exc}") from None
+            for total, piece in zip(sums, part, strict=True):
+                total += piece
+            loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
+            t = self._tick("clip", t)
+        noisy = dpsgd.noisy_mean(sums, self.clip_norm, self.noise_multiplier, self.expected, rng)
+        t = self._tick("noise", t)
+        optimizer.step(params, noisy)
+        self._tick("optimizer", t)
+        return loss_total
