@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import struct
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -82,6 +83,19 @@ def package_address(data: bytes) -> str:
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
+
+# zipfile and numpy raise many types on crafted input (BadZipFile, NotImplementedError for
+# unknown versions and flags, struct.error, EOFError, ...): all mean "refused"
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    struct.error,
+)
 
 # ---------------------------------------------------------------------------------- task.json
 
@@ -256,12 +270,35 @@ def _check_param_array(spec: dict[str, Any], array: np.ndarray) -> None:
         raise ModelRefused(f"parameter {spec['name']!r} holds NaN or Inf")
 
 
+def _parse_npy(raw: bytes, spec: dict[str, Any], where: str) -> np.ndarray:
+    """A float32 array from .npy bytes, its header checked before any allocation.
+
+    np.load would allocate whatever shape the header declares and could unpickle objects;
+    here the header must declare exactly the parameter's shape as little-endian float32.
+    """
+    stream = io.BytesIO(raw)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ModelRefused(f"{where} has an unsupported .npy version {version}")
+    if dtype != np.dtype("<f4") or list(shape) != spec["shape"]:
+        raise ModelRefused(f"{where} is {dtype}{list(shape)}, declared float32{spec['shape']}")
+    body = raw[stream.tell() :]
+    if len(body) != 4 * math.prod(spec["shape"]):
+        raise ModelRefused(f"{where} holds {len(body)} bytes of data, its header declares more")
+    array = np.frombuffer(body, dtype="<f4").reshape(shape, order="F" if fortran else "C")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _read_params(data: bytes, task: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Parse params.npz ourselves (not np.load on the zip) so sizes are checked before reads."""
+    """Parse params.npz ourselves (not np.load) so sizes and headers are checked before reads."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except _ZIP_ERRORS as exc:
         raise ModelRefused(f"params.npz is not a readable npz ({exc})") from None
     specs = {spec["name"] + ".npy": spec for spec in task["params"]}
     names = [info.filename for info in infos]
@@ -272,21 +309,20 @@ def _read_params(data: bytes, task: dict[str, Any]) -> dict[str, np.ndarray]:
     params: dict[str, np.ndarray] = {}
     for info in infos:
         spec = specs[info.filename]
+        where = f"params.npz:{info.filename}"
         # the .npy header is at most a few hundred bytes for a plain float32 array
         limit = 4 * math.prod(spec["shape"]) + 4096
-        _check_member_info(info, limit, f"params.npz:{info.filename}")
+        _check_member_info(info, limit, where)
         try:
             with archive.open(info) as member:
                 raw = member.read(limit + 1)
             if len(raw) > limit:
-                raise ModelRefused(f"params.npz:{info.filename} is larger than declared")
-            array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
-            raise ModelRefused(f"params.npz:{info.filename} is unreadable ({exc})") from None
-        if array.dtype != np.dtype("<f4") and array.dtype != np.float32:
-            raise ModelRefused(f"parameter {spec['name']!r} is {array.dtype}, not float32")
-        _check_param_array(spec, np.ascontiguousarray(array, dtype=np.float32))
-        params[spec["name"]] = np.ascontiguousarray(array, dtype=np.float32)
+                raise ModelRefused(f"{where} is larger than declared")
+            array = _parse_npy(raw, spec, where)
+        except _ZIP_ERRORS as exc:
+            raise ModelRefused(f"{where} is unreadable ({exc})") from None
+        _check_param_array(spec, array)
+        params[spec["name"]] = array
     return {spec["name"]: params[spec["name"]] for spec in task["params"]}
 
 
@@ -370,7 +406,7 @@ def read_package(source: str | os.PathLike[str] | bytes) -> TaskPackage:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except _ZIP_ERRORS as exc:
         raise ModelRefused(f"not a task package (not a readable zip: {exc})") from None
     names = [info.filename for info in infos]
     for name in names:
@@ -397,7 +433,7 @@ def read_package(source: str | os.PathLike[str] | bytes) -> TaskPackage:
         try:
             with archive.open(info) as member:
                 raw = member.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except _ZIP_ERRORS as exc:
             raise ModelRefused(f"package member {info.filename} is damaged ({exc})") from None
         total += len(raw)
         if len(raw) > limit or total > MAX_TOTAL_BYTES:

@@ -334,9 +334,21 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
     return 0
 
 
+def _printable(text: str, limit: int = 300) -> str:
+    # names in a hostile model may carry terminal escapes or megabytes of text
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text[: limit + 1])
+    return clean if len(clean) <= limit else clean[:limit] + "..."
+
+
 def validate_model(model_bytes: bytes, limits: Limits | None = None) -> ModelReport:
     """Check ONNX bytes against every rule above; return a report or raise ModelRefused."""
-    limits = limits or Limits()
+    try:
+        return _validate(model_bytes, limits or Limits())
+    except ModelRefused as exc:
+        raise ModelRefused(_printable(str(exc))) from None
+
+
+def _validate(model_bytes: bytes, limits: Limits) -> ModelReport:
     if not model_bytes:
         raise ModelRefused("empty file, not an ONNX model")
     if len(model_bytes) > limits.max_model_bytes:
@@ -420,7 +432,8 @@ def check_task_io(report: ModelReport, task: dict[str, Any]) -> None:
                 (f"{w} but the model has {g}" for g, w in zip(got, want, strict=False) if g != w),
                 f"{len(want)} expected, the model has {len(got)}",
             )
-            raise ModelRefused(f"model {what} do not match task.json: expected {first}")
+            message = f"model {what} do not match task.json: expected {first}"
+            raise ModelRefused(_printable(message))
     if report.opset != task["opset"]:
         raise ModelRefused(f"task.json says opset {task['opset']}, the model uses {report.opset}")
 

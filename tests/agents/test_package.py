@@ -185,8 +185,43 @@ def test_pickled_params_refused(good: bytes):
     files = {**_task_json(good)["files"], "params.npz": hashlib.sha256(npz.getvalue()).hexdigest()}
     data = _with_task(hm.rewrite_zip(good, {"params.npz": npz.getvalue()}), files=files)
 
-    with pytest.raises(ModelRefused, match="params.npz:w.npy is unreadable"):
+    with pytest.raises(ModelRefused, match=re.escape("params.npz:w.npy is object[3], declared")):
         read_package(data)
+
+
+def _with_npy(good: bytes, npy: bytes) -> bytes:
+    """The package with params.npz holding ``npy`` as w.npy, hashes updated."""
+    npz = io.BytesIO()
+    with zipfile.ZipFile(npz, "w") as archive:
+        archive.writestr("w.npy", npy)
+    files = {**_task_json(good)["files"], "params.npz": hashlib.sha256(npz.getvalue()).hexdigest()}
+    return _with_task(hm.rewrite_zip(good, {"params.npz": npz.getvalue()}), files=files)
+
+
+def test_npy_header_declaring_a_huge_shape_refused_before_allocation(good: bytes):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)}
+    )
+
+    with pytest.raises(ModelRefused, match=re.escape("is float32[1099511627776], declared")):
+        read_package(_with_npy(good, header.getvalue() + b"\0" * 12))
+
+
+def test_npy_with_short_data_refused(good: bytes):
+    array = io.BytesIO()
+    np.save(array, np.zeros(3, dtype="<f4"))
+
+    with pytest.raises(ModelRefused, match="holds 8 bytes of data"):
+        read_package(_with_npy(good, array.getvalue()[:-4]))
+
+
+def test_big_endian_params_refused(good: bytes):
+    array = io.BytesIO()
+    np.save(array, np.zeros(3, dtype=">f4"))
+
+    with pytest.raises(ModelRefused, match="declared float32"):
+        read_package(_with_npy(good, array.getvalue()))
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,19 @@ def test_good_model_accepted_with_report():
     assert json.loads(json.dumps(report.to_dict()))["operators"]["MatMul"] == 1
 
 
+def test_hostile_names_cannot_reach_the_terminal():
+    # an operator named with an ANSI escape and a megabyte of text
+    model = onnx.load_model_from_string(hm.disallowed_op())
+    model.graph.node[0].op_type = "\x1b[2J\x1b]0;pwned\x07" + "A" * 1_000_000
+
+    with pytest.raises(ModelRefused) as refused:
+        validate_model(model.SerializeToString())
+
+    message = str(refused.value)
+    assert "\x1b" not in message and "\x07" not in message
+    assert len(message) < 400
+
+
 def test_limits_are_configurable():
     with pytest.raises(ModelRefused, match="model is over the limit"):
         validate_model(hm.linear_task_model(), Limits(max_model_bytes=100))
