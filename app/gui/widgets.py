@@ -1,0 +1,157 @@
+"""Small building blocks shared by screens: titles, cards, banners, empty states, tables.
+
+Kept here so every screen looks the same and stays short; no screen logic lives in this module.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def label(text: str, role: str | None = None, wrap: bool = False) -> QLabel:
+    """A QLabel with a style role (title, subtitle, empty, big, code)."""
+    widget = QLabel(text)
+    if role:
+        widget.setProperty("role", role)
+    widget.setWordWrap(wrap)
+    return widget
+
+
+def screen_header(title: str, subtitle: str = "") -> QWidget:
+    """The title block at the top of a screen."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 8)
+    layout.addWidget(label(title, "title"))
+    if subtitle:
+        layout.addWidget(label(subtitle, "subtitle", wrap=True))
+    return box
+
+
+class Card(QFrame):
+    """A framed panel with a caption and a big number or text."""
+
+    def __init__(self, caption: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setProperty("role", "card")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 12)
+        self.caption = label(caption, "subtitle")
+        self.value = label("–", "big")
+        self.value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note = label("", "subtitle", wrap=True)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.value)
+        layout.addWidget(self.note)
+        layout.addStretch(1)
+        self.setAccessibleName(caption)
+
+    def set(self, value: str, note: str = "") -> None:
+        """Show ``value`` with an optional note under it."""
+        self.value.setText(value)
+        self.note.setText(note)
+
+
+class Banner(QFrame):
+    """A coloured one-line result (green for good news, red for a problem)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.text, 1)
+        self.hide()
+
+    def show_result(self, ok: bool, text: str) -> None:
+        """Show ``text`` styled as success or failure."""
+        self.setProperty("role", "banner-ok" if ok else "banner-bad")
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.text.setText(text)
+        self.setAccessibleName(text)
+        self.show()
+
+
+def centered(inner: QWidget, width: int = 560) -> QWidget:
+    """``inner`` in a column of at most ``width`` pixels, centred in the page."""
+    inner.setMaximumWidth(width)
+    outer = QWidget()
+    row = QHBoxLayout(outer)
+    row.addStretch(1)
+    column = QVBoxLayout()
+    column.addStretch(1)
+    column.addWidget(inner)
+    column.addStretch(2)
+    row.addLayout(column, 3)
+    row.addStretch(1)
+    return outer
+
+
+def empty_state(text: str, detail: str = "") -> QWidget:
+    """A centred, honest "nothing here yet" message."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.addStretch(1)
+    main = label(text, "empty")
+    main.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    layout.addWidget(main)
+    if detail:
+        sub = label(detail, "subtitle", wrap=True)
+        sub.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(sub)
+    layout.addStretch(2)
+    return box
+
+
+def table(headers: list[str], name: str, stretch: int | None = None) -> QTableWidget:
+    """A read-only, row-selecting table; column ``stretch`` (default: the last) takes the rest."""
+    widget = QTableWidget(0, len(headers))
+    widget.setHorizontalHeaderLabels(headers)
+    widget.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    widget.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    widget.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    widget.setAlternatingRowColors(True)
+    widget.verticalHeader().hide()
+    widget.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    if stretch is None:
+        widget.horizontalHeader().setStretchLastSection(True)
+    else:
+        widget.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    widget.setAccessibleName(name)
+    widget.setTabKeyNavigation(False)  # Tab leaves the table; arrows move inside it
+    return widget
+
+
+def fill_table(widget: QTableWidget, rows: list[list[object]]) -> None:
+    """Replace the table's rows; numbers are right-aligned, None shows as a dash."""
+    widget.setSortingEnabled(False)
+    widget.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            if value is None:
+                text = "–"
+            elif isinstance(value, int) and not isinstance(value, bool):
+                text = f"{value:,}"
+            elif isinstance(value, float):
+                text = f"{value:,.6g}"
+            else:
+                text = str(value)
+            item = QTableWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            widget.setItem(r, c, item)
