@@ -1,0 +1,479 @@
+"""What the Google location formats share: coordinates, times, natural keys and JSON streaming.
+
+Google writes the same kinds of facts four ways: E7 integers (``Records.json``, Semantic
+Location History), degree strings (``"48.1371°, 11.5754°"`` in the Android ``Timeline.json``)
+and ``geo:`` URIs (the iOS export). Everything here turns them into one shape, so that the same
+point, visit or trip read from two exports gets the same natural key and is stored once.
+
+Keys, per dataset:
+
+- ``location.points``: ``<UTC milliseconds>/<latitude E7>/<longitude E7>``
+- ``location.visits``: ``<start ms>/<end ms>/<placeId>`` (or ``.../<lat E7>,<lon E7>``)
+- ``location.trips``: ``<start ms>/<end ms>`` (one person makes one trip at a time)
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
+from typing import Any
+
+import ijson
+
+from vault.importers.base import Row, Source
+from vault.timeparse import EpochOffset, parse_epoch_ms, parse_iso8601
+
+POINTS = "location.points"
+VISITS = "location.visits"
+TRIPS = "location.trips"
+
+_CHUNK = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+_LAT_WRAP = 900_000_000
+_LON_WRAP = 1_800_000_000
+# "48.1371°, 11.5754°", "-33.9°,151.2°", "geo:48.137100,11.575400", "48.1,11.5"
+_LATLNG = re.compile(
+    r"^\s*(?:geo:)?\s*([-+]?\d+(?:\.\d+)?)\s*°?\s*,\s*([-+]?\d+(?:\.\d+)?)\s*°?\s*$"
+)
+_UNKNOWN_TYPES = ("", "UNKNOWN", "TYPE_UNKNOWN")
+#: Deepest JSON nesting accepted; Google's exports stay below 10.
+MAX_DEPTH = 128
+_ESCAPES = re.compile(rb"\\.", re.DOTALL)
+_STRINGS = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # minus one each: +1 / -1
+_FIRST_KEY = re.compile(rb'^\s*\{\s*"([A-Za-z]+)"\s*:\s*([\[{])')
+
+
+class RecordProblem(ValueError):
+    """A record that cannot be imported as it is; the message says what is wrong."""
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def number(value: Any, what: str) -> float:
+    """``value`` as a float; the iOS export writes numbers as strings, so those count too."""
+    if isinstance(value, bool):
+        raise RecordProblem(f"{what} is not a number: {value!r}")
+    try:
+        result = float(value) if isinstance(value, int | float | str) else math.nan
+    except ValueError:
+        result = math.nan
+    if math.isfinite(result):
+        return result
+    raise RecordProblem(f"{what} is not a number: {value!r}")
+
+
+def optional_number(value: Any, what: str) -> float | None:
+    """Like :func:`number`, but None (absent) stays None."""
+    return None if value is None else number(value, what)
+
+
+def e7_degrees(value: Any, what: str) -> float:
+    """An E7 integer in degrees, undoing the int32 wrap of some old exports."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise RecordProblem(f"{what} is not a number: {value!r}")
+    try:
+        scaled = int(value)
+    except ValueError:
+        raise RecordProblem(f"{what} is not a number: {value!r}") from None
+    # Google's documented quirk: values past the range wrapped around as signed 32-bit ints.
+    if scaled > (_LAT_WRAP if what.startswith("lat") else _LON_WRAP):
+        scaled -= 2**32
+    return scaled / 1e7
+
+
+def checked_position(lat: float, lon: float) -> tuple[float, float]:
+    """``(lat, lon)`` unchanged when both lie on the globe; RecordProblem otherwise."""
+    if not -90.0 <= lat <= 90.0:
+        raise RecordProblem(f"latitude {lat} out of range")
+    if not -180.0 <= lon <= 180.0:
+        raise RecordProblem(f"longitude {lon} out of range")
+    return lat, lon
+
+
+def e7_position(obj: dict[str, Any], lat_key: str, lon_key: str) -> tuple[float, float] | None:
+    """The position held as E7 fields of ``obj``; None when both are absent."""
+    lat_e7, lon_e7 = obj.get(lat_key), obj.get(lon_key)
+    # The common case, checked cheaply: files hold millions of these.
+    if (
+        type(lat_e7) is int
+        and type(lon_e7) is int
+        and -_LAT_WRAP <= lat_e7 <= _LAT_WRAP
+        and -_LON_WRAP <= lon_e7 <= _LON_WRAP
+    ):
+        return lat_e7 / 1e7, lon_e7 / 1e7
+    if lat_e7 is None and lon_e7 is None:
+        return None
+    if lat_e7 is None or lon_e7 is None:
+        raise RecordProblem(f"has {lat_key if lon_e7 is None else lon_key} without the other")
+    return checked_position(e7_degrees(lat_e7, "latitude"), e7_degrees(lon_e7, "longitude"))
+
+
+def parse_latlng(value: Any, what: str = "position") -> tuple[float, float]:
+    """Parse ``"48.1°, 11.5°"``, ``"geo:48.1,11.5"`` or ``{"latLng": ...}`` into (lat, lon)."""
+    if isinstance(value, dict):
+        value = value.get("latLng", value.get("LatLng"))
+    match = _LATLNG.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise RecordProblem(f"{what} is not a coordinate pair: {value!r}")
+    return checked_position(float(match.group(1)), float(match.group(2)))
+
+
+def optional_latlng(value: Any, what: str) -> tuple[float, float] | None:
+    """Like :func:`parse_latlng`, but an absent value gives None."""
+    return None if value is None else parse_latlng(value, what)
+
+
+def iso_time(value: Any, what: str) -> EpochOffset:
+    """An ISO 8601 timestamp as (UTC epoch seconds, offset minutes)."""
+    if not isinstance(value, str):
+        raise RecordProblem(f"missing {what}" if value is None else f"{what} is not text")
+    try:
+        return parse_iso8601(value)
+    except ValueError:
+        raise RecordProblem(f"{what} is not an ISO 8601 time: {value!r}") from None
+
+
+def takeout_time(obj: dict[str, Any], name: str) -> EpochOffset:
+    """``obj[name]`` (ISO 8601), or the ``obj[name + "Ms"]`` of older Takeout exports."""
+    text = obj.get(name)
+    if text is not None:
+        return iso_time(text, name)
+    millis = obj.get(name + "Ms")
+    if millis is None:
+        raise RecordProblem(f"missing {name}")
+    try:
+        return parse_epoch_ms(millis)
+    except (TypeError, ValueError):
+        raise RecordProblem(f"{name}Ms is not epoch milliseconds: {millis!r}") from None
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+
+def _e7(degrees: float) -> int:
+    return round(degrees * 1e7)
+
+
+def point_row(
+    when: EpochOffset,
+    position: tuple[float, float],
+    source: str,
+    accuracy: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Row:
+    """A ``location.points`` row keyed by time and position (accuracy in metres)."""
+    start, offset = when
+    lat, lon = position
+    return Row(
+        POINTS,
+        start,
+        offset=offset,
+        value=accuracy,
+        unit="m" if accuracy is not None else None,
+        lat=lat,
+        lon=lon,
+        source=source,
+        extra=extra or None,
+        key=f"{round(start * 1000)}/{_e7(lat)}/{_e7(lon)}",
+    )
+
+
+def visit_row(
+    start: EpochOffset,
+    end: EpochOffset,
+    position: tuple[float, float] | None,
+    place_id: str | None,
+    text: str | None,
+    source: str,
+    extra: dict[str, Any] | None = None,
+) -> Row:
+    """A ``location.visits`` row keyed by its span and place (placeId, else position)."""
+    if place_id:
+        place = place_id
+    elif position is not None:
+        place = f"{_e7(position[0])},{_e7(position[1])}"
+    else:
+        raise RecordProblem("visit has neither a placeId nor a position")
+    return Row(
+        VISITS,
+        start[0],
+        end=end[0],
+        offset=start[1],
+        text=text or place_id,
+        lat=position[0] if position else None,
+        lon=position[1] if position else None,
+        source=source,
+        extra={"placeId": place_id, **(extra or {})} if place_id else extra or None,
+        key=f"{round(start[0] * 1000)}/{round(end[0] * 1000)}/{place}",
+    )
+
+
+def trip_row(
+    start: EpochOffset,
+    end: EpochOffset,
+    origin: tuple[float, float] | None,
+    destination: tuple[float, float] | None,
+    activity: str | None,
+    distance: float | None,
+    source: str,
+    extra: dict[str, Any] | None = None,
+) -> Row:
+    """A ``location.trips`` row keyed by its span (distance in metres)."""
+    more = dict(extra or {})
+    if destination is not None:
+        more["end_lat"], more["end_lon"] = destination
+    return Row(
+        TRIPS,
+        start[0],
+        end=end[0],
+        offset=start[1],
+        value=distance,
+        unit="m" if distance is not None else None,
+        text=activity,
+        lat=origin[0] if origin else None,
+        lon=origin[1] if origin else None,
+        source=source,
+        extra=more or None,
+        key=f"{round(start[0] * 1000)}/{round(end[0] * 1000)}",
+    )
+
+
+def place_label(name: Any, semantic_type: Any, place_id: Any) -> str | None:
+    """What a person calls a place: its name, else a known semantic type, else its placeId."""
+    if isinstance(name, str) and name:
+        return name
+    if isinstance(semantic_type, str) and semantic_type.upper() not in _UNKNOWN_TYPES:
+        return semantic_type
+    return place_id if isinstance(place_id, str) else None
+
+
+# --- sniffing and streaming -----------------------------------------------------------------
+
+
+def first_key(head: bytes) -> tuple[str, str] | None:
+    """The first key of a JSON object at the start of ``head`` and its value's opening bracket."""
+    match = _FIRST_KEY.match(head.removeprefix(_BOM))
+    return (match.group(1).decode(), match.group(2).decode()) if match else None
+
+
+class _TrackedReader:
+    """Reads a source for ijson, remembering the last chunk and where it began.
+
+    ijson hands each chunk it reads to the parser whole, so when the parser fails, the fault
+    lies in the last chunk: that is what lets a refusal name the byte and line. A UTF-8 byte
+    order mark, which the parser rejects, is skipped. Nesting deeper than MAX_DEPTH is refused
+    before the parser sees it: ijson's memory grows with the square of the depth (20,000
+    brackets, a 40 KB file, take a gigabyte).
+    """
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._raw = source.open()
+        self.chunk = b""
+        self.pos = 0  # file offset of ``chunk``
+        self.line = 1  # line number at the start of ``chunk``
+        self._depth = 0
+        self._carry = b""  # '"' while inside a string, then a backslash cut off by the chunk end
+
+    def read(self, size: int = -1) -> bytes:
+        self.pos += len(self.chunk)
+        self.line += self.chunk.count(b"\n")
+        self.chunk = self._raw.read(size)
+        if self.pos == 0 and self.chunk.startswith(_BOM):
+            self.chunk = self.chunk[3:]
+            self.pos = 3
+        self._check_nesting(self.chunk)
+        return self.chunk
+
+    def _check_nesting(self, data: bytes) -> None:
+        # All C-speed passes: escapes go first (they only occur in strings), then everything
+        # but quotes and brackets, then whole strings; what is left of brackets nests.
+        in_string = self._carry.startswith(b'"')
+        plain = _ESCAPES.sub(b"", self._carry.removeprefix(b'"') + data)
+        structure = plain.translate(None, _NOT_STRUCTURE)
+        structure = _STRINGS.sub(b"", b'"' + structure if in_string else structure)
+        quote = structure.find(b'"')
+        brackets = structure if quote == -1 else structure[:quote]
+        self._carry = (b'"' if quote != -1 else b"") + (b"\\" if plain.endswith(b"\\") else b"")
+        if not brackets:
+            return
+        steps = map(operator.sub, brackets.translate(_DEPTH_STEPS), repeat(1))
+        if max(accumulate(steps, initial=self._depth)) > MAX_DEPTH:
+            raise self._source.refuse(
+                f"JSON nested more than {MAX_DEPTH} levels deep near byte {self.pos}"
+            )
+        self._depth += 2 * (brackets.count(b"[") + brackets.count(b"{")) - len(brackets)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def top_level_kinds(
+    source: Source, keys: Sequence[str], first_only: bool = False
+) -> dict[str, str]:
+    """The ijson event opening each of ``keys`` in the top-level object ("start_array", ...).
+
+    Stops once all (or, with ``first_only``, any) of them are seen, so it is cheap when they
+    come first. Refuses a document whose top level is not an object. JSON errors are left for
+    the streaming pass, which reports them with their position.
+    """
+    found: dict[str, str] = {}
+    wanted = 1 if first_only else len(keys)
+    stream = _TrackedReader(source)
+    events = ijson.parse(stream, buf_size=_CHUNK, use_float=True)
+    try:
+        _, event, _ = next(events)
+        if event != "start_map":
+            raise source.refuse("expected a JSON object at the top level")
+        for prefix, event, _ in events:
+            if prefix == "":
+                if event == "end_map":
+                    break
+            elif prefix in keys and prefix not in found and event != "map_key":
+                found[prefix] = event
+                if len(found) == wanted:
+                    break
+    except (ijson.JSONError, UnicodeDecodeError, StopIteration):
+        pass
+    finally:
+        stream.close()
+    return found
+
+
+def import_lists(
+    source: Source,
+    keys: Sequence[str],
+    convert: Callable[[str, Any], Iterable[Row]],
+    what: str,
+) -> Iterator[Row]:
+    """Import the items of the top-level lists ``keys`` (in any order) through ``convert``.
+
+    Refuses a document where a key holds something other than a list, or where none of them
+    is present (``what`` names the expected file in that message).
+    """
+
+    def check(kinds: dict[str, str]) -> None:
+        for key, kind in kinds.items():
+            if kind != "start_array":
+                raise source.refuse(f'"{key}" is not a list')
+
+    check(top_level_kinds(source, keys, first_only=True))
+    seen = False
+    for row in import_items(source, [f"{key}.item" for key in keys], convert):
+        seen = True
+        yield row
+    if not seen:  # empty, or not this format at all: only then pay for a full scan
+        kinds = top_level_kinds(source, keys)
+        check(kinds)
+        if not kinds:
+            names = " or ".join(f'"{key}"' for key in keys)
+            raise source.refuse(f"no {names} list: not {what}")
+
+
+def _json_error_bytes(exc: Exception) -> bytes:
+    text = str(exc)
+    if text[:2] in ("b'", 'b"'):  # yajl's message holds bytes that are not UTF-8: a bytes repr
+        with contextlib.suppress(ValueError, SyntaxError):
+            raw = ast.literal_eval(text)
+            if isinstance(raw, bytes):
+                return raw
+    return text.encode("utf-8", "replace")
+
+
+def _error_offset(message: bytes, chunk: bytes) -> int | None:
+    """Where in ``chunk`` yajl's message points: it quotes ~30 bytes each side of a caret."""
+    lines = message.split(b"\n")
+    if len(lines) < 3 or not lines[2].endswith(b"^"):
+        return None
+    caret = len(lines[2]) - 1
+    before, after = lines[1][:caret].lstrip(b" "), lines[1][caret:]
+    # yajl prints newlines as spaces; search the chunk the same way.
+    flat = chunk.replace(b"\n", b" ").replace(b"\r", b" ")
+    at = flat.find(before + after)
+    if not before + after or at == -1 or flat.find(before + after, at + 1) != -1:
+        return None
+    return at + len(before)
+
+
+def _json_refusal(source: Source, exc: Exception, chunk: bytes, pos: int, line: int) -> Exception:
+    message = _json_error_bytes(exc)
+    reason = message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    reason = reason.removeprefix("parse error: ").removeprefix("lexical error: ").rstrip(".")
+    if reason == "premature EOF":
+        reason = "the file ends too early (truncated?)"
+    if not chunk:
+        return source.refuse(f"invalid JSON near byte {pos} (line {line}): {reason}")
+    local = _error_offset(message, chunk)
+    if local is None:  # not pinned down: name the chunk it is in
+        return source.refuse(f"invalid JSON in bytes {pos}-{pos + len(chunk)}: {reason}")
+    line += chunk.count(b"\n", 0, local)
+    return source.refuse(f"invalid JSON near byte {pos + local} (line {line}): {reason}")
+
+
+def stream_items(source: Source, prefixes: Sequence[str]) -> Iterator[tuple[str, int, Any]]:
+    """Yield (prefix, index, item) for the items under each ijson prefix in turn.
+
+    Memory stays flat: one chunk and one item at a time. Each prefix is one pass over the file
+    (two C-speed passes beat one pass feeding two parsers through coroutines). Invalid JSON is
+    refused naming the byte and line.
+    """
+    for prefix in prefixes:
+        stream = _TrackedReader(source)
+        try:
+            items = ijson.items(stream, prefix, buf_size=_CHUNK, use_float=True)
+            for index, item in enumerate(items):
+                yield prefix, index, item
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            raise _json_refusal(source, exc, stream.chunk, stream.pos, stream.line) from None
+        finally:
+            stream.close()
+
+
+def import_items(
+    source: Source,
+    prefixes: Sequence[str],
+    convert: Callable[[str, Any], Iterable[Row]],
+) -> Iterator[Row]:
+    """Stream the items under ``prefixes`` through ``convert``, refusing bad records by index."""
+    for prefix, index, item in stream_items(source, prefixes):
+        try:
+            if not isinstance(item, dict):
+                raise RecordProblem("is not a JSON object")
+            rows = list(convert(prefix, item))
+        except RecordProblem as exc:
+            raise source.refuse(f"{_record_name(prefix, index)}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            problem = f"unexpected shape ({type(exc).__name__}: {exc})"
+            raise source.refuse(f"{_record_name(prefix, index)}: {problem}") from None
+        yield from rows
+
+
+def _record_name(prefix: str, index: int) -> str:
+    listname = prefix.removesuffix(".item").removesuffix("item")
+    return f"record {index} in {listname}" if listname else f"record {index}"
+
+
+def as_dict(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, an empty one when absent; RecordProblem otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordProblem(f"{what} is not a JSON object")
+    return value
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    """``value`` when it is a JSON list, an empty one when absent; RecordProblem otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordProblem(f"{what} is not a list")
+    return value
