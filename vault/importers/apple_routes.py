@@ -1,0 +1,120 @@
+"""Workout routes of Apple Health exports -> ``location.points`` rows.
+
+Since iOS 12 Apple writes one GPX 1.1 file per route (``workout-routes/*.gpx``): one track, one
+segment, and per point ``<ele>``, ``<time>`` (UTC, ``Z``) and ``<extensions>`` with ``speed``,
+``course``, ``hAcc``, ``vAcc``. Older exports kept the points inside export.xml as
+``<WorkoutRoute><Location date= latitude= longitude= altitude= .../>``. The caller
+(``apple_health``) has already checked a GPX file's prolog for entity declarations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+from lxml import etree
+
+from vault.importers.base import Row, Source
+from vault.timeparse import parse_apple, parse_iso8601
+
+DATASET = "location.points"
+_TRKPT = ("{http://www.topografix.com/GPX/1/1}trkpt", "{http://www.topografix.com/GPX/1/0}trkpt")
+# numeric children of a trackpoint (or of its <extensions>) that we keep in ``extra``
+_NUMERIC = {"ele", "speed", "course", "hAcc", "vAcc"}
+# inline <Location> attributes -> the same names as the GPX points use
+_LOCATION_FIELDS = (
+    ("ele", "altitude"),
+    ("speed", "speed"),
+    ("course", "course"),
+    ("hAcc", "horizontalAccuracy"),
+    ("vAcc", "verticalAccuracy"),
+)
+_LOCATION_SUFFIX = re.compile(r", line \d+, column \d+$")
+
+
+def route_rows(
+    stream: IO[bytes], source: Source, owner: str | None, workout_start: str | None
+) -> Iterator[Row]:
+    """Yield one ``location.points`` row per timed trackpoint of the GPX in ``stream``.
+
+    ``owner`` (the workout's sourceName) becomes each row's source; ``workout_start`` (ISO UTC)
+    links the points to their workout in ``extra``. Points without a time are skipped.
+    """
+    context = etree.iterparse(
+        stream,
+        events=("end",),
+        tag=_TRKPT,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
+        remove_pis=True,
+        encoding="utf-8",
+    )
+    point = None
+    try:
+        for _event, point in context:
+            row = _point_row(point, owner, workout_start)
+            if row is not None:
+                yield row
+            point.clear()
+            parent = point.getparent()
+            # drop finished points so a long route keeps memory flat
+            while point.getprevious() is not None:
+                del parent[0]
+    except etree.XMLSyntaxError as exc:
+        msg = _LOCATION_SUFFIX.sub("", exc.msg or str(exc))
+        raise source.refuse(f"malformed XML at line {exc.lineno}: {msg}") from None
+    except ValueError as exc:
+        line = point.sourceline if point is not None else "?"
+        raise source.refuse(f"bad trackpoint at line {line}: {exc}") from None
+
+
+def location_row(get: Any, owner: str | None, workout_start: str | None) -> Row:
+    """One inline ``<Location>`` of an old export (its ``get``) -> Row; ValueError when bad."""
+    start, offset = parse_apple(get("date"))
+    extra: dict[str, Any] = {"workout": workout_start}
+    for name, attr in _LOCATION_FIELDS:
+        if get(attr) is not None:
+            extra[name] = float(get(attr))
+    return _row(get("latitude"), get("longitude"), start, offset, owner, extra)
+
+
+def _point_row(point: etree._Element, owner: str | None, workout_start: str | None) -> Row | None:
+    """One trackpoint -> Row, or None when it has no time."""
+    extra: dict[str, Any] = {"workout": workout_start}
+    moment = None
+    for child in point.iter():
+        name = child.tag.rpartition("}")[2]
+        if name == "time" and child.text:
+            moment = parse_iso8601(child.text)
+        elif name in _NUMERIC and child.text:
+            extra[name] = float(child.text)
+    if moment is None:
+        return None
+    return _row(point.get("lat"), point.get("lon"), moment[0], moment[1], owner, extra)
+
+
+def _row(
+    lat_text: str | None,
+    lon_text: str | None,
+    start: float,
+    offset: int | None,
+    owner: str | None,
+    extra: dict[str, Any],
+) -> Row:
+    if lat_text is None or lon_text is None:
+        raise ValueError("lat and lon are required")
+    lat, lon = float(lat_text), float(lon_text)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise ValueError(f"lat/lon out of range: {lat_text}, {lon_text}")
+    return Row(
+        dataset=DATASET,
+        start=start,
+        offset=offset,
+        lat=lat,
+        lon=lon,
+        source=owner,
+        extra=extra,  # no key: the writer's (time, position, source) key is the identity
+    )
