@@ -157,7 +157,17 @@ def create_app(
         return info
 
     def advance(request_id: str) -> None:
-        """Aggregate the open round if it is due (enough updates, or the deadline passed)."""
+        """Aggregate the open round if it is due (enough updates, or the deadline passed).
+
+        A failure is logged, not raised: every update is already stored, the claim on the
+        round is released, and the next update or round fetch tries again.
+        """
+        try:
+            aggregate_due_round(request_id)
+        except Exception:
+            log.exception("aggregation of %s failed; it is retried on the next call", request_id)
+
+    def aggregate_due_round(request_id: str) -> None:
         work = store.begin_aggregation(request_id, clock())
         if work is None:
             return
@@ -385,10 +395,7 @@ def create_app(
             if status_code != 503:  # "busy, retry" is not a verdict on the update
                 store.record_rejection(request_id, round_index, signer, str(exc), jws_hash, clock())
             raise
-        try:
-            advance(request_id)
-        except Exception:  # the update is safely stored; the next fetch retries aggregation
-            log.exception("aggregation of %s failed", request_id)
+        advance(request_id)
         return answer
 
     @app.get("/v1/rewards", summary="The caller's reward receipts, by organization and seq")

@@ -171,10 +171,13 @@ def update_jws(
     return jws_sign(vault.jwk, payload)
 
 
-def random_delta(scale: float = 0.1, seed: int | None = None) -> dict[str, np.ndarray]:
-    """A small random delta shaped like :data:`SHAPES`."""
+def random_delta(
+    scale: float = 0.1, seed: int | None = None, shapes: dict[str, list[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """A small random delta shaped like ``shapes`` (default :data:`SHAPES`)."""
     rng = np.random.default_rng(seed)
-    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in SHAPES.items()}
+    shapes = shapes or SHAPES
+    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in shapes.items()}
 
 
 def signed_headers(who: Identity, method: str, target: str, body: bytes = b"") -> dict[str, str]:
@@ -278,10 +281,13 @@ class Exchange:
         }
         return call(self.client, who, "POST", "/v1/requests", body)
 
-    def open_request(self, **overrides: Any) -> tuple[dict[str, Any], str]:
+    def open_request(
+        self, shapes: dict[str, list[int]] | None = None, **overrides: Any
+    ) -> tuple[dict[str, Any], str]:
         """Post a valid request; return (payload, request JWS)."""
-        package = make_package(self.folder)
         from agents.package import package_address
+
+        package = make_package(self.folder, shapes)
 
         payload = request_payload(self.org, package_address(package), **overrides)
         token = jws_sign(self.org.jwk, payload)
