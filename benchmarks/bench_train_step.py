@@ -1,0 +1,415 @@
+"""One DP-SGD step: our ONNX path against torch eager with torch.func per-example gradients.
+
+Ours is ``agents.training_step.DPStep`` over ``agents.sandbox_worker.LocalGraph``: the exact
+code a round runs in the sandbox child (same session options, same shared-memory layout and
+I/O binding), minus the process boundary. Its graph is written with onnx.helper: forward, then
+the per-example backward as batched ops (outer products ``x_b d_b^T`` by broadcast Mul, the
+backprop through ``d @ W^T``). That is a legitimate package an organization could ship; with
+``--sdk`` the graph exported by ``agents.sdk`` (make_fx + dynamo) is timed as well.
+
+Torch: ``vmap(grad(loss))`` over ``functional_call`` per example, joint clipping to C, one
+``einsum`` per parameter for the clipped sum, ``torch.normal`` noise, SGD in place. Both use
+the same thread count (``torch.set_num_threads`` = ORT ``intra_op_num_threads``) in the same
+process, timed in alternating blocks; the median block is reported.
+
+FLOPs per step use the usual 6 x parameters x batch (forward 2, backward 4); the peak is
+cores x GHz x FP32 FLOP per cycle from the CPU's vector flags (an estimate, printed with its
+inputs). Output: one JSON object on stdout.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--seconds 2] [--sdk]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _early_threads() -> str:
+    # numpy's OpenBLAS reads its thread count when numpy is imported: set it to --threads
+    # first, so clipping gets the same number of threads as ONNX Runtime and torch
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "1"
+
+
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = _early_threads()
+
+import numpy as np  # noqa: E402
+from onnx import TensorProto  # noqa: E402
+from onnx import helper as oh  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents import dpsgd  # noqa: E402
+from agents.runner import task_io  # noqa: E402
+from agents.sandbox_worker import LocalGraph  # noqa: E402
+from agents.training_step import DPStep  # noqa: E402
+
+MODELS = {
+    "mlp_784_256_256_10": ([784, 256, 256, 10], "cross_entropy"),
+    "logistic_784_10": ([784, 10], "cross_entropy"),
+    "mlp_regressor_32_64_64_1": ([32, 64, 64, 1], "mse"),
+}
+BATCH = 64
+CLIP, SIGMA, LR = 1.0, 1.0, 0.05
+
+
+def task_for(sizes: list[int], loss: str, batch: int) -> dict[str, Any]:
+    """A task.json for a ReLU MLP with layer ``sizes`` (W{i}: [in, out], b{i}: [out])."""
+    params = []
+    for i in range(len(sizes) - 1):
+        params.append({"name": f"W{i}", "shape": [sizes[i], sizes[i + 1]], "dtype": "float32"})
+        params.append({"name": f"b{i}", "shape": [sizes[i + 1]], "dtype": "float32"})
+    ce = loss == "cross_entropy"
+    return {
+        "format": "tessera-task/1",
+        "name": "bench",
+        "params": params,
+        "batch_size": batch,
+        "features": {"recipe": "bench", "shape": [sizes[0]], "dtype": "float32"},
+        "label": {"field": "y", "dtype": "int64" if ce else "float32", "classes": sizes[-1]},
+        "loss": loss,
+    }
+
+
+def mlp_graph(sizes: list[int], loss: str, batch: int) -> bytes:
+    """Forward + explicit per-example backward of a ReLU MLP, as an ONNX model."""
+    node, layers = oh.make_node, len(sizes) - 1
+    inits = [
+        oh.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+        oh.make_tensor("ax2", TensorProto.INT64, [1], [2]),
+        oh.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+    ]
+    nodes, acts, a = [], ["features"], "features"
+    for i in range(layers):
+        nodes += [
+            node("MatMul", [a, f"W{i}"], [f"mm{i}"]),
+            node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"]),
+        ]
+        if i < layers - 1:
+            nodes.append(node("Relu", [f"z{i}"], [f"a{i}"]))
+            a = f"a{i}"
+            acts.append(a)
+    out, top = f"z{layers - 1}", f"d{layers - 1}"
+    nodes.append(node("Unsqueeze", ["mask", "ax1"], ["mask2"]))
+    if loss == "cross_entropy":
+        inits += [
+            oh.make_tensor("depth", TensorProto.INT64, [], [sizes[-1]]),
+            oh.make_tensor("onoff", TensorProto.FLOAT, [2], [0.0, 1.0]),
+        ]
+        nodes += [
+            node("LogSoftmax", [out], ["logp"], axis=1),
+            node("OneHot", ["labels", "depth", "onoff"], ["onehot"], axis=-1),
+            node("Mul", ["onehot", "logp"], ["picked"]),
+            node("ReduceSum", ["picked", "ax1"], ["ll"], keepdims=0),
+            node("Neg", ["ll"], ["nll"]),
+            node("Mul", ["nll", "mask"], ["losses"]),
+            node("Exp", ["logp"], ["prob"]),
+            node("Sub", ["prob", "onehot"], ["dl"]),
+        ]
+    else:
+        nodes += [
+            node("Unsqueeze", ["labels", "ax1"], ["y2"]),
+            node("Sub", [out, "y2"], ["err"]),
+            node("Mul", ["err", "err"], ["sq"]),
+            node("ReduceSum", ["sq", "ax1"], ["l"], keepdims=0),
+            node("Mul", ["l", "mask"], ["losses"]),
+            node("Mul", ["err", "two"], ["dl"]),
+        ]
+    nodes.append(node("Mul", ["dl", "mask2"], [top]))
+    for i in reversed(range(layers)):
+        d = f"d{i}"
+        nodes += [
+            node("Identity", [d], [f"grad.b{i}"]),
+            node("Unsqueeze", [acts[i], "ax2"], [f"xu{i}"]),
+            node("Unsqueeze", [d, "ax1"], [f"du{i}"]),
+            node("Mul", [f"xu{i}", f"du{i}"], [f"grad.W{i}"]),  # per-example outer product
+        ]
+        if i:
+            nodes += [
+                node("Transpose", [f"W{i}"], [f"Wt{i}"], perm=[1, 0]),
+                node("MatMul", [d, f"Wt{i}"], [f"dh{i}"]),
+                node("Sign", [acts[i]], [f"relu_grad{i}"]),  # ReLU output >= 0: sign is 0 or 1
+                node("Mul", [f"dh{i}", f"relu_grad{i}"], [f"d{i - 1}"]),
+            ]
+    task = task_for(sizes, loss, batch)
+    inputs, outputs = task_io(task)
+    types = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
+
+    def value(v: dict[str, Any]) -> Any:
+        return oh.make_tensor_value_info(v["name"], types[v["dtype"]], v["shape"])
+
+    graph = oh.make_graph(
+        nodes, "mlp", [value(v) for v in inputs], [value(v) for v in outputs], inits
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _init_params(task: dict[str, Any], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in task["params"]:
+        fan_in = p["shape"][0] if len(p["shape"]) > 1 else 1
+        out.append((rng.standard_normal(p["shape"]) / np.sqrt(fan_in)).astype(np.float32))
+    return out
+
+
+def _data(task: dict[str, Any], count: int = 4096, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((count, *task["features"]["shape"])).astype(np.float32)
+    if task["label"]["dtype"] == "int64":
+        return x, rng.integers(0, task["label"]["classes"], count).astype(np.int64)
+    return x, rng.standard_normal(count).astype(np.float32)
+
+
+class Ours:
+    """Our DP step on one graph, timed in blocks."""
+
+    def __init__(self, model_bytes: bytes, task: dict[str, Any], params: list[np.ndarray],
+                 threads: int) -> None:  # fmt: skip
+        self.task = task
+        self.x, self.y = _data(task)
+        inputs, outputs = task_io(task)
+        self.graph = LocalGraph(model_bytes, inputs, outputs, threads)
+        self.stepper = DPStep(self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH))
+        self.params = [p.copy() for p in params]
+        self.optimizer = dpsgd.SGD(LR)
+        self.steps = 0
+        self.batch_index = 0
+
+    def step(self) -> None:
+        """One DP-SGD step on the next fixed batch of 64 rows."""
+        first = self.batch_index * BATCH % (len(self.x) - BATCH)
+        self.batch_index += 1
+        chosen = np.arange(first, first + BATCH)
+        self.stepper.step(self.params, self.optimizer, chosen, dpsgd.SecureRandom())
+
+    def block(self, seconds: float) -> float:
+        """Steps per second over about ``seconds``."""
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.step()
+            count += 1
+        return count / (time.perf_counter() - start)
+
+
+class Torch:
+    """The same DP step in torch eager: vmap(grad) per-example gradients, clip, noise, SGD."""
+
+    def __init__(self, sizes: list[int], loss: str, x: np.ndarray, y: np.ndarray,
+                 threads: int) -> None:  # fmt: skip
+        import torch
+        from torch.func import functional_call, grad, vmap
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        layers: list[torch.nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.ReLU())
+        model = torch.nn.Sequential(*layers)
+        self.params = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+        def per_example(p: dict[str, Any], xb: Any, yb: Any) -> Any:
+            out = functional_call(model, p, (xb.unsqueeze(0),))[0]
+            if loss == "cross_entropy":
+                return -torch.log_softmax(out, dim=-1).gather(0, yb.unsqueeze(0)).squeeze(0)
+            return (out.reshape(()) - yb) ** 2
+
+        self.per_example = vmap(grad(per_example), in_dims=(None, 0, 0))
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+        self.batch_index = 0
+        self.grad_seconds = 0.0
+        self.total_seconds = 0.0
+
+    def step(self) -> None:
+        """One DP-SGD step on the next fixed batch of 64 rows."""
+        torch = self.torch
+        start = time.perf_counter()
+        first = self.batch_index * BATCH % (len(self.x) - BATCH)
+        self.batch_index += 1
+        grads = self.per_example(
+            self.params, self.x[first : first + BATCH], self.y[first : first + BATCH]
+        )
+        middle = time.perf_counter()
+        norms = torch.stack([g.reshape(BATCH, -1).norm(2, dim=1) for g in grads.values()])
+        factors = (CLIP / (norms.norm(2, dim=0) + 1e-6)).clamp(max=1.0)
+        for name, p in self.params.items():
+            summed = torch.einsum("i,i...->...", factors, grads[name])
+            summed.add_(torch.normal(0.0, SIGMA * CLIP, summed.shape, generator=self.generator))
+            p.sub_(summed, alpha=LR / BATCH)
+        end = time.perf_counter()
+        self.grad_seconds += middle - start
+        self.total_seconds += end - start
+
+    def block(self, seconds: float) -> float:
+        """Steps per second over about ``seconds``."""
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.step()
+            count += 1
+        return count / (time.perf_counter() - start)
+
+
+def peak_estimate(threads: int) -> dict[str, Any]:
+    """FP32 peak of ``threads`` cores from /proc/cpuinfo: cores x GHz x FLOP per cycle."""
+    flags, vendor, mhz = set(), "", 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "flags":
+                flags = set(value.split())
+            elif key == "vendor_id":
+                vendor = value.strip()
+            elif key == "cpu MHz":
+                mhz = max(mhz, float(value))
+    except OSError:
+        pass
+    # two FMA pipes per core: 2 x lanes x 2 FLOP; Zen 4 runs AVX-512 on 256-bit pipes
+    if "avx512f" in flags and vendor != "AuthenticAMD":
+        per_cycle = 64
+    elif "fma" in flags:
+        per_cycle = 32
+    else:
+        per_cycle = 16
+    ghz = mhz / 1000 if mhz else 2.5
+    return {
+        "gflops": round(threads * ghz * per_cycle, 1),
+        "cores": threads,
+        "ghz": round(ghz, 3),
+        "flop_per_cycle": per_cycle,
+        "vendor": vendor,
+    }
+
+
+def _summary(ours: Ours, rates: list[float]) -> dict[str, Any]:
+    timings = ours.stepper.timings or {}
+    total = sum(timings.values())
+    share = {k: round(v / total, 4) for k, v in sorted(timings.items())} if total else {}
+    steps_per_s = statistics.median(rates)
+    return {
+        "steps_per_s": round(steps_per_s, 2),
+        "best_block_steps_per_s": round(max(rates), 2),
+        "ms_per_step": round(1000 / steps_per_s, 3),
+        "share_of_step": share,
+        "outside_onnx_fraction": round(1 - share.get("onnx", 0.0), 4),
+        "clip_noise_optimizer_fraction": round(
+            share.get("clip", 0) + share.get("noise", 0) + share.get("optimizer", 0), 4
+        ),
+    }
+
+
+def bench_model(name: str, threads: int, seconds: float, blocks: int) -> dict[str, Any]:
+    """Time ours and torch on model ``name``; return its numbers."""
+    sizes, loss = MODELS[name]
+    task = task_for(sizes, loss, BATCH)
+    params = _init_params(task)
+    ours = Ours(mlp_graph(sizes, loss, BATCH), task, params, threads)
+    theirs = Torch(sizes, loss, ours.x, ours.y, threads)
+    for _ in range(5):  # warm up: arenas, page faults, torch's vmap tracing
+        ours.step()
+        theirs.step()
+    ours.stepper.timings = {}
+    theirs.grad_seconds = theirs.total_seconds = 0.0
+    ours_rates, torch_rates = [], []
+    for _ in range(blocks):
+        ours_rates.append(ours.block(seconds / blocks))
+        torch_rates.append(theirs.block(seconds / blocks))
+    count = sum(int(np.prod(p["shape"])) for p in task["params"])
+    flops = 6 * count * BATCH
+    result = {
+        "params": count,
+        "batch": BATCH,
+        "flops_per_step": flops,
+        "ours": _summary(ours, ours_rates),
+    }
+    torch_rate = statistics.median(torch_rates)
+    result["torch"] = {
+        "steps_per_s": round(torch_rate, 2),
+        "best_block_steps_per_s": round(max(torch_rates), 2),
+        "ms_per_step": round(1000 / torch_rate, 3),
+        "outside_per_example_grads_fraction": round(
+            1 - theirs.grad_seconds / theirs.total_seconds, 4
+        ),
+    }
+    result["speedup_vs_torch"] = round(result["ours"]["steps_per_s"] / torch_rate, 2)
+    result["speedup_vs_torch_best_blocks"] = round(max(ours_rates) / max(torch_rates), 2)
+    result["gflops_ours"] = round(flops * result["ours"]["steps_per_s"] / 1e9, 2)
+    result["gflops_torch"] = round(flops * torch_rate / 1e9, 2)
+    return result
+
+
+def bench_sdk(threads: int, seconds: float) -> dict[str, Any]:
+    """Our step on the MLP exported by agents.sdk (make_fx + dynamo) instead of onnx.helper."""
+    from agents.sdk.export import build_task
+    from agents.sdk.models import mlp_classifier
+
+    built = build_task(
+        mlp_classifier(784, (256, 256), 10), "cross_entropy", "bench", [784], "label", "int64",
+        10, BATCH,
+    )  # fmt: skip
+    ours = Ours(built.model_bytes, built.task, list(built.params.values()), threads)
+    for _ in range(5):
+        ours.step()
+    ours.stepper.timings = {}
+    return _summary(ours, [ours.block(seconds / 3) for _ in range(3)])
+
+
+def main() -> None:
+    """Parse options, run every model, print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per model and framework")
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--sdk", action="store_true", help="also time the SDK-exported MLP")
+    args = parser.parse_args()
+    import onnxruntime
+    import torch
+
+    report: dict[str, Any] = {
+        "benchmark": "dp-sgd step, batch 64, clip 1.0, sigma 1.0, SGD",
+        "threads": args.threads,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },  # fmt: skip
+        "peak_estimate": peak_estimate(args.threads),
+        "load_average_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "targets": {"speedup_vs_torch": ">= 1.5", "clip_noise_optimizer_fraction": "< 0.20"},
+        "models": {},
+    }
+    for name in args.models:
+        report["models"][name] = bench_model(name, args.threads, args.seconds, args.blocks)
+        gflops = report["models"][name]["gflops_ours"]
+        report["models"][name]["ours_share_of_peak"] = round(
+            gflops / report["peak_estimate"]["gflops"], 4
+        )
+    if args.sdk:
+        report["models"]["mlp_784_256_256_10"]["ours_sdk_graph"] = bench_sdk(
+            args.threads, args.seconds
+        )
+    report["load_average_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
