@@ -100,23 +100,28 @@ def _flat_rows(grad: np.ndarray, n: int) -> np.ndarray:
 def per_example_sq_norms(grads: Sequence[np.ndarray], n: int) -> np.ndarray:
     """Squared L2 norms (float64, [n]) of the first ``n`` per-example gradients, all params."""
     total = np.zeros(n, dtype=np.float64)
-    for grad in grads:
-        rows = _flat_rows(grad, n)
-        width = rows.shape[1]
-        full = width // _BLOCK * _BLOCK
-        if full:
-            blocks = rows[:, :full].reshape(n, full // _BLOCK, _BLOCK)
-            if _vecdot is not None:
-                partial = _vecdot(blocks, blocks)
-            else:  # pragma: no cover - numpy 1.x
-                partial = np.einsum("ijk,ijk->ij", blocks, blocks)
-            total += partial.sum(axis=1, dtype=np.float64)
-        if full < width:
-            tail = rows[:, full:]
-            total += np.einsum("ij,ij->i", tail, tail).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        for grad in grads:
+            _add_sq_norms(total, grad, n)
     if not np.all(np.isfinite(total)):
         raise NonFiniteGradient("the model returned NaN, Inf or overflowing gradients")
     return total
+
+
+def _add_sq_norms(total: np.ndarray, grad: np.ndarray, n: int) -> None:
+    rows = _flat_rows(grad, n)
+    width = rows.shape[1]
+    full = width // _BLOCK * _BLOCK
+    if full:
+        blocks = rows[:, :full].reshape(n, full // _BLOCK, _BLOCK)
+        if _vecdot is not None:
+            partial = _vecdot(blocks, blocks)
+        else:  # pragma: no cover - numpy 1.x
+            partial = np.einsum("ijk,ijk->ij", blocks, blocks)
+        total += partial.sum(axis=1, dtype=np.float64)
+    if full < width:
+        tail = rows[:, full:]
+        total += np.einsum("ij,ij->i", tail, tail).astype(np.float64)
 
 
 def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:

@@ -10,7 +10,8 @@ main()'`` in a fresh empty directory with a minimal environment and one shared-m
   ``socket.socket`` and friends, which only stops Python code; ONNX Runtime itself opens no
   sockets, but native code could. There is no seccomp filter;
 - sets ``PR_SET_NO_NEW_PRIVS``, RLIMIT_AS (the memory limit), RLIMIT_FSIZE 0 (no file can grow:
-  the child writes nothing to disk) and RLIMIT_CORE 0.
+  the child writes nothing to disk) and RLIMIT_CORE 0. With CUDA, RLIMIT_AS is left off (the
+  driver reserves far more address space than any limit) and the GPU arena is capped instead.
 
 Files the user can read stay readable to it; what it learns can only leave through the shared
 memory, whose content the parent treats as untrusted numbers (clipped per example, then noised).
@@ -74,6 +75,7 @@ class GraphExecutor:
         arrays: dict[str, Any],
         threads: int,
         providers: list[str],
+        memory_bytes: int | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -83,7 +85,13 @@ class GraphExecutor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        chosen: list[Any] = list(providers)
+        if memory_bytes and "CUDAExecutionProvider" in providers:
+            # the GPU's own arena is capped here; RLIMIT_AS cannot be (see _apply_limits)
+            limit = {"gpu_mem_limit": str(memory_bytes)}
+            chosen = [("CUDAExecutionProvider", limit) if p == "CUDAExecutionProvider" else p
+                      for p in providers]  # fmt: skip
+        self.session = ort.InferenceSession(model_bytes, options, providers=chosen)
         # a provider that cannot run a node must be an error, not a silent move to the CPU
         self.session.disable_fallback()
         self._check_io(inputs, outputs)
@@ -137,17 +145,25 @@ def _isolate_network() -> str:
     return "python-guard"
 
 
-def _apply_limits(memory_bytes: int) -> None:
+def _apply_limits(memory_bytes: int, cuda: bool = False) -> str:
+    """Set the child's resource limits; return how memory is limited."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    if cuda:
+        # the CUDA driver reserves tens of GiB of virtual address space at start, so an
+        # address-space limit would break it: host memory is then not capped, GPU memory is
+        memory = "gpu arena only (gpu_mem_limit); host address space not limited with CUDA"
+    else:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        memory = "RLIMIT_AS"
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # writes that would grow a file fail with EFBIG instead of killing us with SIGXFSZ
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    return memory
 
 
 def _read_frame(stream: BinaryIO) -> bytes:
@@ -181,7 +197,8 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     config = json.loads(_read_frame(stdin))
     model_bytes = _read_frame(stdin)
-    _apply_limits(config["memory_bytes"])
+    cuda = "CUDAExecutionProvider" in config["providers"]
+    memory = _apply_limits(config["memory_bytes"], cuda)
     try:
         import mmap
 
@@ -189,13 +206,26 @@ def main() -> None:
         inputs, outputs = config["inputs"], config["outputs"]
         arrays = views(region, inputs + outputs)
         executor = GraphExecutor(
-            model_bytes, inputs, outputs, arrays, config["threads"], config["providers"]
+            model_bytes,
+            inputs,
+            outputs,
+            arrays,
+            config["threads"],
+            config["providers"],
+            config["memory_bytes"],
         )
         del model_bytes
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
         _reply(out, ok=False, kind=_error_kind(exc), error=str(exc)[:500])
         return
-    _reply(out, ok=True, network=network, torch_loaded="torch" in sys.modules, pid=os.getpid())
+    _reply(
+        out,
+        ok=True,
+        network=network,
+        memory=memory,
+        torch_loaded="torch" in sys.modules,
+        providers=executor.session.get_providers(),
+    )
     while True:
         command = stdin.read(1)
         if command != b"R":

@@ -254,6 +254,54 @@ def test_gpu_without_cuda_fails_clearly():
     assert _round(logistic_model(), device="auto").result.steps == DP.local_steps
 
 
+CHILD_CHECKS = """
+import json, socket, sys
+from agents.sandbox_worker import _apply_limits, _isolate_network
+network = _isolate_network()
+_apply_limits(512 * 1024 * 1024)
+seen = {"network": network}
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+    seen["connect"] = "connected"
+except OSError as exc:
+    seen["connect"] = type(exc).__name__
+try:
+    with open("written.txt", "w") as out:
+        out.write("x" * 100)
+    seen["write"] = "written"
+except OSError as exc:
+    seen["write"] = type(exc).__name__
+try:
+    seen["alloc"] = len(bytearray(1024 * 1024 * 1024))
+except MemoryError:
+    seen["alloc"] = "MemoryError"
+print(json.dumps(seen))
+"""
+
+
+def test_child_sandbox_blocks_network_file_writes_and_memory(tmp_path):
+    # the same setup calls the worker makes, checked from inside a child process
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code = f"import sys; sys.path.insert(0, {root!r})\n" + CHILD_CHECKS
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", code, str(port)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    seen = json.loads(done.stdout)
+    assert seen["connect"] != "connected"
+    assert seen["write"] != "written" and (tmp_path / "written.txt").stat().st_size == 0
+    assert seen["alloc"] == "MemoryError"
+
+
 def test_vault_settings_only_tighten():
     request = DPConfig(clip_norm=2.0, noise_multiplier=0.8, epsilon_budget=8.0, delta=1e-5)
     strict = effective_dp(request, {"clip_norm": 1.0, "noise_multiplier": 1.2, "epsilon_budget": 3})
