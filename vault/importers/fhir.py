@@ -35,7 +35,7 @@ import ijson
 
 from vault.errors import ImportRefused
 from vault.importers.base import Importer, Row, Source, register
-from vault.importers.jsonstream import EVENT_TYPES, json_type, open_json, refuse_invalid_json
+from vault.importers.jsonstream import EVENT_TYPES, json_type, parsing_json
 from vault.timeparse import EpochOffset, parse_iso8601
 
 LOINC = "http://loinc.org"
@@ -359,7 +359,7 @@ def _check_bundle(source: Source) -> None:
     after its entries costs one extra pass.
     """
     try:
-        with open_json(source) as f:
+        with parsing_json(source) as f:
             for prefix, event, value in ijson.parse(f, use_float=True):
                 if prefix == "" and event not in ("start_map", "map_key", "end_map"):
                     raise source.refuse(
@@ -370,8 +370,6 @@ def _check_bundle(source: Source) -> None:
                         return
                     shown = repr(value) if event == "string" else EVENT_TYPES[event]
                     raise source.refuse(f"not a FHIR Bundle (resourceType is {shown})")
-    except ijson.JSONError:
-        raise refuse_invalid_json(source) from None
     finally:
         source.consumed = 0  # the real pass reports progress from the start
     raise source.refuse("not a FHIR Bundle (resourceType is missing)")
@@ -395,13 +393,10 @@ class FhirImporter(Importer):
         name = PurePosixPath(source.member).name if source.member else Path(source.name).name
         file_label = f"FHIR bundle {name}"
         medications: dict[str, tuple[str | None, str | None]] = {}
-        try:
-            with open_json(source) as f:
-                entries = ijson.items(f, "entry.item", use_float=True)
-                for index, item in enumerate(entries):
-                    yield from self._entry_rows(source, index, item, file_label, medications)
-        except ijson.JSONError:
-            raise refuse_invalid_json(source) from None
+        with parsing_json(source) as f:
+            entries = ijson.items(f, "entry.item", use_float=True)
+            for index, item in enumerate(entries):
+                yield from self._entry_rows(source, index, item, file_label, medications)
 
     def _entry_rows(
         self,

@@ -1,4 +1,4 @@
-"""What the Google location formats share: coordinates, times, natural keys and JSON streaming.
+"""What the Google location formats share: coordinates, times, natural keys, list streaming.
 
 Google writes the same kinds of facts four ways: E7 integers (``Records.json``, Semantic
 Location History), degree strings (``"48.1371°, 11.5754°"`` in the Android ``Timeline.json``)
@@ -14,26 +14,22 @@ Keys, per dataset:
 
 from __future__ import annotations
 
-import ast
-import contextlib
+import codecs
 import math
-import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, repeat
 from typing import Any
 
 import ijson
 
 from vault.importers.base import Row, Source
+from vault.importers.jsonstream import open_json, parsing_json
 from vault.timeparse import EpochOffset, parse_epoch_ms, parse_iso8601
 
 POINTS = "location.points"
 VISITS = "location.visits"
 TRIPS = "location.trips"
 
-_CHUNK = 64 * 1024
-_BOM = b"\xef\xbb\xbf"
 _LAT_WRAP = 900_000_000
 _LON_WRAP = 1_800_000_000
 # "48.1371°, 11.5754°", "-33.9°,151.2°", "geo:48.137100,11.575400", "48.1,11.5"
@@ -43,10 +39,6 @@ _LATLNG = re.compile(
 _UNKNOWN_TYPES = ("", "UNKNOWN", "TYPE_UNKNOWN")
 #: Deepest JSON nesting accepted; Google's exports stay below 10.
 MAX_DEPTH = 128
-_ESCAPES = re.compile(rb"\\.", re.DOTALL)
-_STRINGS = re.compile(rb'"[^"]*"')
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # minus one each: +1 / -1
 _FIRST_KEY = re.compile(rb'^\s*\{\s*"([A-Za-z]+)"\s*:\s*([\[{])')
 
 
@@ -260,60 +252,8 @@ def place_label(name: Any, semantic_type: Any, place_id: Any) -> str | None:
 
 def first_key(head: bytes) -> tuple[str, str] | None:
     """The first key of a JSON object at the start of ``head`` and its value's opening bracket."""
-    match = _FIRST_KEY.match(head.removeprefix(_BOM))
+    match = _FIRST_KEY.match(head.removeprefix(codecs.BOM_UTF8))
     return (match.group(1).decode(), match.group(2).decode()) if match else None
-
-
-class _TrackedReader:
-    """Reads a source for ijson, remembering the last chunk and where it began.
-
-    ijson hands each chunk it reads to the parser whole, so when the parser fails, the fault
-    lies in the last chunk: that is what lets a refusal name the byte and line. A UTF-8 byte
-    order mark, which the parser rejects, is skipped. Nesting deeper than MAX_DEPTH is refused
-    before the parser sees it: ijson's memory grows with the square of the depth (20,000
-    brackets, a 40 KB file, take a gigabyte).
-    """
-
-    def __init__(self, source: Source) -> None:
-        self._source = source
-        self._raw = source.open()
-        self.chunk = b""
-        self.pos = 0  # file offset of ``chunk``
-        self.line = 1  # line number at the start of ``chunk``
-        self._depth = 0
-        self._carry = b""  # '"' while inside a string, then a backslash cut off by the chunk end
-
-    def read(self, size: int = -1) -> bytes:
-        self.pos += len(self.chunk)
-        self.line += self.chunk.count(b"\n")
-        self.chunk = self._raw.read(size)
-        if self.pos == 0 and self.chunk.startswith(_BOM):
-            self.chunk = self.chunk[3:]
-            self.pos = 3
-        self._check_nesting(self.chunk)
-        return self.chunk
-
-    def _check_nesting(self, data: bytes) -> None:
-        # All C-speed passes: escapes go first (they only occur in strings), then everything
-        # but quotes and brackets, then whole strings; what is left of brackets nests.
-        in_string = self._carry.startswith(b'"')
-        plain = _ESCAPES.sub(b"", self._carry.removeprefix(b'"') + data)
-        structure = plain.translate(None, _NOT_STRUCTURE)
-        structure = _STRINGS.sub(b"", b'"' + structure if in_string else structure)
-        quote = structure.find(b'"')
-        brackets = structure if quote == -1 else structure[:quote]
-        self._carry = (b'"' if quote != -1 else b"") + (b"\\" if plain.endswith(b"\\") else b"")
-        if not brackets:
-            return
-        steps = map(operator.sub, brackets.translate(_DEPTH_STEPS), repeat(1))
-        if max(accumulate(steps, initial=self._depth)) > MAX_DEPTH:
-            raise self._source.refuse(
-                f"JSON nested more than {MAX_DEPTH} levels deep near byte {self.pos}"
-            )
-        self._depth += 2 * (brackets.count(b"[") + brackets.count(b"{")) - len(brackets)
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 def top_level_kinds(
@@ -327,24 +267,22 @@ def top_level_kinds(
     """
     found: dict[str, str] = {}
     wanted = 1 if first_only else len(keys)
-    stream = _TrackedReader(source)
-    events = ijson.parse(stream, buf_size=_CHUNK, use_float=True)
-    try:
-        _, event, _ = next(events)
-        if event != "start_map":
-            raise source.refuse("expected a JSON object at the top level")
-        for prefix, event, _ in events:
-            if prefix == "":
-                if event == "end_map":
-                    break
-            elif prefix in keys and prefix not in found and event != "map_key":
-                found[prefix] = event
-                if len(found) == wanted:
-                    break
-    except (ijson.JSONError, UnicodeDecodeError, StopIteration):
-        pass
-    finally:
-        stream.close()
+    with open_json(source, MAX_DEPTH) as stream:
+        events = ijson.parse(stream, use_float=True)
+        try:
+            _, event, _ = next(events)
+            if event != "start_map":
+                raise source.refuse("expected a JSON object at the top level")
+            for prefix, event, _ in events:
+                if prefix == "":
+                    if event == "end_map":
+                        break
+                elif prefix in keys and prefix not in found and event != "map_key":
+                    found[prefix] = event
+                    if len(found) == wanted:
+                        break
+        except (ijson.JSONError, UnicodeDecodeError, StopIteration):
+            pass
     return found
 
 
@@ -378,46 +316,6 @@ def import_lists(
             raise source.refuse(f"no {names} list: not {what}")
 
 
-def _json_error_bytes(exc: Exception) -> bytes:
-    text = str(exc)
-    if text[:2] in ("b'", 'b"'):  # yajl's message holds bytes that are not UTF-8: a bytes repr
-        with contextlib.suppress(ValueError, SyntaxError):
-            raw = ast.literal_eval(text)
-            if isinstance(raw, bytes):
-                return raw
-    return text.encode("utf-8", "replace")
-
-
-def _error_offset(message: bytes, chunk: bytes) -> int | None:
-    """Where in ``chunk`` yajl's message points: it quotes ~30 bytes each side of a caret."""
-    lines = message.split(b"\n")
-    if len(lines) < 3 or not lines[2].endswith(b"^"):
-        return None
-    caret = len(lines[2]) - 1
-    before, after = lines[1][:caret].lstrip(b" "), lines[1][caret:]
-    # yajl prints newlines as spaces; search the chunk the same way.
-    flat = chunk.replace(b"\n", b" ").replace(b"\r", b" ")
-    at = flat.find(before + after)
-    if not before + after or at == -1 or flat.find(before + after, at + 1) != -1:
-        return None
-    return at + len(before)
-
-
-def _json_refusal(source: Source, exc: Exception, chunk: bytes, pos: int, line: int) -> Exception:
-    message = _json_error_bytes(exc)
-    reason = message.split(b"\n", 1)[0].decode("utf-8", "replace")
-    reason = reason.removeprefix("parse error: ").removeprefix("lexical error: ").rstrip(".")
-    if reason == "premature EOF":
-        reason = "the file ends too early (truncated?)"
-    if not chunk:
-        return source.refuse(f"invalid JSON near byte {pos} (line {line}): {reason}")
-    local = _error_offset(message, chunk)
-    if local is None:  # not pinned down: name the chunk it is in
-        return source.refuse(f"invalid JSON in bytes {pos}-{pos + len(chunk)}: {reason}")
-    line += chunk.count(b"\n", 0, local)
-    return source.refuse(f"invalid JSON near byte {pos + local} (line {line}): {reason}")
-
-
 def stream_items(source: Source, prefixes: Sequence[str]) -> Iterator[tuple[str, int, Any]]:
     """Yield (prefix, index, item) for the items under each ijson prefix in turn.
 
@@ -426,15 +324,9 @@ def stream_items(source: Source, prefixes: Sequence[str]) -> Iterator[tuple[str,
     refused naming the byte and line.
     """
     for prefix in prefixes:
-        stream = _TrackedReader(source)
-        try:
-            items = ijson.items(stream, prefix, buf_size=_CHUNK, use_float=True)
-            for index, item in enumerate(items):
+        with parsing_json(source, MAX_DEPTH) as stream:
+            for index, item in enumerate(ijson.items(stream, prefix, use_float=True)):
                 yield prefix, index, item
-        except (ijson.JSONError, UnicodeDecodeError) as exc:
-            raise _json_refusal(source, exc, stream.chunk, stream.pos, stream.line) from None
-        finally:
-            stream.close()
 
 
 def import_items(

@@ -4,16 +4,20 @@ ijson (yajl) is fast but has three gaps that hostile or merely odd files find:
 
 - it rejects a UTF-8 byte order mark, which Windows tools like to write;
 - its prefixes make memory grow with the square of nesting depth: 20,000 brackets (a 40 KB
-  file) take 1 GB. :func:`open_json` refuses nesting past :data:`MAX_DEPTH` before the parser
-  sees it, tracking brackets outside strings at C speed (translate, regex, accumulate);
+  file) take 1 GB. :func:`open_json` refuses nesting past :data:`MAX_DEPTH` (or a caller's
+  tighter limit) before the parser sees it, tracking brackets outside strings at C speed
+  (translate, regex, accumulate);
 - its errors say what but not where. :func:`refuse_invalid_json` re-reads the file to find
-  the byte and line, only on the error path.
+  the byte and line, only on the error path; :func:`parsing_json` opens a file and applies it
+  to whatever the parser raises inside its block.
 
 :func:`object_records` streams the objects of the common "list of records" shapes.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import io
 import itertools
 import operator
@@ -31,7 +35,6 @@ MAX_DEPTH = 256
 #: ijson event -> how a message names that kind of JSON value
 EVENT_TYPES = {"start_map": "an object", "start_array": "a list", "string": "a string"}
 EVENT_TYPES |= {"number": "a number", "boolean": "a boolean", "null": "null"}
-_BOM = b"\xef\xbb\xbf"
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
@@ -44,14 +47,25 @@ def json_type(value: Any) -> str:
     return EVENT_TYPES["null" if value is None else kinds.get(type(value), "number")]
 
 
-def open_json(source: Source) -> io.BufferedReader:
-    """Open ``source`` for ijson: past a byte order mark, refusing nesting past MAX_DEPTH."""
-    return io.BufferedReader(_DepthGuard(source, *_open_without_bom(source)), 64 * 1024)
+def open_json(source: Source, max_depth: int = MAX_DEPTH) -> io.BufferedReader:
+    """Open ``source`` for ijson: past a byte order mark, refusing nesting past ``max_depth``."""
+    guard = _DepthGuard(source, *_open_without_bom(source), max_depth)
+    return io.BufferedReader(guard, 64 * 1024)
+
+
+@contextlib.contextmanager
+def parsing_json(source: Source, max_depth: int = MAX_DEPTH) -> Iterator[io.BufferedReader]:
+    """:func:`open_json`, where invalid JSON met inside the block is refused with its place."""
+    try:
+        with open_json(source, max_depth) as stream:
+            yield stream
+    except ijson.JSONError:
+        raise refuse_invalid_json(source) from None
 
 
 def _open_without_bom(source: Source) -> tuple[io.BufferedReader, int]:
     stream = io.BufferedReader(source.open(), 64 * 1024)  # type: ignore[arg-type]
-    if stream.peek(3)[:3] == _BOM:
+    if stream.peek(3)[:3] == codecs.BOM_UTF8:
         stream.read(3)
         return stream, 3
     return stream, 0
@@ -60,9 +74,12 @@ def _open_without_bom(source: Source) -> tuple[io.BufferedReader, int]:
 class _DepthGuard(io.RawIOBase):
     """Passes JSON bytes through, tracking bracket depth outside strings at C speed."""
 
-    def __init__(self, source: Source, raw: io.BufferedReader, skipped: int) -> None:
+    def __init__(
+        self, source: Source, raw: io.BufferedReader, skipped: int, max_depth: int
+    ) -> None:
         self._source = source
         self._raw = raw
+        self._max_depth = max_depth
         self._depth = 0
         self._in_string = False
         self._backslash = b""  # an escape cut in two by the chunk boundary
@@ -92,9 +109,9 @@ class _DepthGuard(io.RawIOBase):
         # Depth after each bracket, all in C: opens count 2, closes 0, minus the bracket number.
         steps = itertools.accumulate(brackets.translate(_DEPTH_STEPS))
         depths = map(operator.sub, steps, itertools.count(1))
-        if self._depth + max(depths) > MAX_DEPTH:
+        if self._depth + max(depths) > self._max_depth:
             raise self._source.refuse(
-                f"JSON nested more than {MAX_DEPTH} levels deep near byte {self.position}"
+                f"JSON nested more than {self._max_depth} levels deep near byte {self.position}"
             )
         self._depth += 2 * (brackets.count(b"[") + brackets.count(b"{")) - len(brackets)
 
@@ -115,6 +132,8 @@ def refuse_invalid_json(source: Source, buf_size: int = 64 * 1024) -> ImportRefu
         return source.refuse("invalid JSON")
     exact = _failure_point(source, max(0, fast[0] - buf_size), buf_size) or fast
     position, line, detail = exact
+    if detail.endswith("premature EOF"):
+        detail += " (the file ends too early; truncated?)"
     return source.refuse(f"invalid JSON near byte {position} (line {line}): {detail}")
 
 
@@ -200,9 +219,10 @@ def object_records(source: Source) -> Iterator[tuple[int, dict[str, Any]]]:
     """(number, object) for ``[{...}, ...]``, or an object holding one such list.
 
     Next to the list, the object may hold metadata: scalars, objects, lists of other things.
-    Streams one record at a time; refuses any other shape, naming the record (from 1).
+    Streams one record at a time; refuses any other shape, naming the record (from 1), and
+    invalid JSON, naming the byte and line.
     """
-    with open_json(source) as f:
+    with parsing_json(source) as f:
         events = iter(ijson.parse(f, use_float=True))
         _, event, value = next(events)
         if event == "start_array":

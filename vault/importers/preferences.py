@@ -32,10 +32,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import ijson
-
 from vault.importers.base import Importer, Row, Source, register
-from vault.importers.jsonstream import json_type, object_records, open_json, refuse_invalid_json
+from vault.importers.jsonstream import json_type, object_records, open_json
 from vault.timeparse import EpochOffset, parse_iso8601
 
 TIME_COLUMNS = ("timestamp", "datetime", "date_time", "created_at", "time", "date")
@@ -407,8 +405,5 @@ class PreferencesJsonImporter(_PreferencesImporter):
             for number, record in _jsonl_records(source):
                 yield mapper.row(record, f"line {number}")
             return
-        try:
-            for number, record in object_records(source):
-                yield mapper.row(record, f"record {number}")
-        except ijson.JSONError:
-            raise refuse_invalid_json(source) from None
+        for number, record in object_records(source):
+            yield mapper.row(record, f"record {number}")

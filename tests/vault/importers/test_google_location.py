@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -417,6 +418,36 @@ def test_deep_nesting_is_refused_before_it_costs_memory(tmp_path):
 
     assert "nested more than 128 levels" in refused.value.problem
     assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("cls", "opening", "closing"),
+    [
+        (GoogleRecordsImporter, b'{"locations": [', b"]}"),
+        (GoogleSemanticImporter, b'{"timelineObjects": [', b"]}"),
+        (GoogleTimelineImporter, b'{"semanticSegments": [', b"]}"),
+        (GoogleTimelineImporter, b'{"rawSignals": [{"position": ', b"}]}"),
+        (GoogleIosImporter, b'[{"startTime": ', b"}]"),
+    ],
+)
+def test_deep_nesting_is_refused_quickly_in_every_format(tmp_path, cls, opening, closing):
+    # ijson's memory grows with the square of the depth: 20,000 levels would take ~1 GB
+    path = tmp_path / "deep.json"
+    path.write_bytes(opening + b'[{"a": ' * 10_000 + b"1" + b"}]" * 10_000 + closing)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ImportRefused) as refused:
+            read(cls, path)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert refused.value.file == str(path)
+    assert "JSON nested more than 128 levels deep near byte 0" in refused.value.problem
+    assert elapsed < 2
+    assert peak < 4 * 1024 * 1024
 
 
 def test_brackets_and_escaped_quotes_inside_strings_do_not_count_as_nesting(tmp_path):
