@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 # value (3.1e-5 on the norm), which _NORM_MARGIN covers: clipped norms never exceed C.
 _BLOCK = 1024
 _NORM_MARGIN = 1.0 + 1e-4
-# The clipped sum runs as one gemv per slice of this many columns: OpenBLAS' threaded gemv over
-# a whole [64, 200k] gradient was 4-8x slower than these cache-sized calls on a busy machine.
-_COLUMNS = 16384
+# The clipped sum runs as one gemv per slice of this many columns. Slices of 64 x 4096 stay
+# under OpenBLAS' threading threshold: its threaded gemv over a whole [64, 200k] gradient took
+# 2-15x longer (median) than these single-threaded calls whenever other processes were busy.
+_COLUMNS = 4096
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2: BLAS dot per block, 2x einsum's speed
 _ZEROS = bytes(1 << 20)
 
