@@ -118,13 +118,17 @@ class PrivacyLedger:
         _check_params(q, sigma, self.delta)
         return _epsilon_of([*self.records, (float(q), float(sigma), steps)], self.delta)
 
-    def check_round(self, q: float, sigma: float, steps: int) -> float:
-        """Raise BudgetExceeded unless ``steps`` more steps fit; return the projected epsilon."""
+    def check_round(self, q: float, sigma: float, steps: int, budget: float | None = None) -> float:
+        """Raise BudgetExceeded unless ``steps`` more steps fit; return the projected epsilon.
+
+        ``budget``, when given, tightens the ledger's own (a request may ask for less).
+        """
+        limit = self.budget if budget is None else min(self.budget, budget)
         after = self.projected(q, sigma, steps)
-        if after > self.budget:
+        if after > limit:
             raise BudgetExceeded(
                 f"privacy budget exceeded: this round would bring epsilon to {after:.3g}, "
-                f"over the budget of {self.budget:.3g} (already spent {self.spent():.3g}); "
+                f"over the budget of {limit:.3g} (already spent {self.spent():.3g}); "
                 "the round was not started"
             )
         return after

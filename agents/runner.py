@@ -186,7 +186,8 @@ def run_round(
             raise TesseraError(f"parameter {name!r} is not finite float32 {shapes[name]}")
         start[name] = value
     epsilon_before = ledger.spent()
-    ledger.check_round(q, dp.noise_multiplier, dp.local_steps)  # before anything runs
+    budget = min(ledger.budget, dp.epsilon_budget)
+    ledger.check_round(q, dp.noise_multiplier, dp.local_steps, budget)  # before anything runs
     if validate:
         _validate_model(model_bytes, task)
     providers = resolve_providers(device)
@@ -208,7 +209,8 @@ def run_round(
             used[chosen] = True
             samples += len(chosen)
             loss = stepper.step(current, optimizer, chosen, rng, step, probe and step == 0)
-            ledger.record_step(q, dp.noise_multiplier)  # raises if ever over the budget
+            # counted as it runs, even if the round later fails: never under-counted
+            ledger.record_step(q, dp.noise_multiplier)
             mean_losses.append(loss / len(chosen) if len(chosen) else float("nan"))
         sandbox_info = dict(box.info)
     commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()
@@ -223,7 +225,7 @@ def run_round(
         steps=dp.local_steps,
         epsilon_round=max(0.0, spent - epsilon_before),
         epsilon_total=spent,
-        epsilon_budget=dp.epsilon_budget,
+        epsilon_budget=budget,
         dp={
             "accountant": "rdp",
             "clip_norm": dp.clip_norm,

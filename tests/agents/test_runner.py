@@ -340,3 +340,9 @@ def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
         assert result.code == 1, name
         assert result.err.startswith("error: ") and "Traceback" not in result.err, name
     assert tessera("task", "run", str(package)).code == 2  # no --data: usage
+
+
+def test_the_tighter_of_ledger_and_request_budget_applies():
+    ledger = PrivacyLedger(budget=100.0, delta=DP.delta)
+    with pytest.raises(BudgetExceeded, match="budget of 0.5"):
+        _round(logistic_model(), ledger, dp=dataclasses.replace(DP, epsilon_budget=0.5))
