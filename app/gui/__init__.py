@@ -4,3 +4,8 @@ The GUI is a thin face over the same core the CLI calls (``vault``, ``identity``
 ``main_window`` only assembles screens; long work leaves the GUI thread through ``worker``.
 Nothing here is imported by the core packages.
 """
+
+from app.gui.qt_compat import pin_singletons
+
+# Before any Qt call: see qt_compat for the PySide6 6.12 / Python 3.11 reference-count bug.
+pin_singletons()

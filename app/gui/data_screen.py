@@ -11,10 +11,10 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QStackedWidget, QVBoxLay
 
 from app.gui.formatting import dataset_title, kind_word, local_time
 from app.gui.session import Session
-from app.gui.widgets import empty_state, fill_table, screen_header, table
+from app.gui.widgets import LazyRefresh, empty_state, fill_table, screen_header, table
 
 
-class DataScreen(QWidget):
+class DataScreen(LazyRefresh, QWidget):
     """The list of datasets."""
 
     open_requested = Signal(str)
@@ -63,8 +63,8 @@ class DataScreen(QWidget):
         self.table.doubleClicked.connect(lambda _index: self._open())
         self.table.activated.connect(lambda _index: self._open())
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        session.unlocked.connect(self.refresh)
-        session.data_changed.connect(self.refresh)
+        session.unlocked.connect(self.refresh_soon)
+        session.data_changed.connect(self.refresh_soon)
         session.locked.connect(self.clear)
         self._selection_changed()
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.gui.formatting import count, dataset_title, kind_word, span
 from app.gui.records_model import COLUMNS, RecordsModel
 from app.gui.session import Session
-from app.gui.widgets import label
+from app.gui.widgets import LazyRefresh, label
 
 if TYPE_CHECKING:
     from app.gui.dataset_charts import DailyChart, LocationScatter
@@ -43,7 +43,7 @@ def describe(stats: dict) -> str:
     return "  ·  ".join(parts)
 
 
-class DatasetView(QWidget):
+class DatasetView(LazyRefresh, QWidget):
     """The screen for one dataset; ``open_dataset(name)`` shows it."""
 
     back = Signal()

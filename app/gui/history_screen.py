@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import show_error
 from app.gui.formatting import action_word, actor_word, dataset_title, local_time, parse_iso
 from app.gui.session import Session
-from app.gui.widgets import Banner, fill_table, screen_header, table
+from app.gui.widgets import Banner, LazyRefresh, fill_table, screen_header, table
 from app.gui.worker import CancelledFn, ProgressFn
 
 PERIODS = (("Any time", None), ("Last 24 hours", 1), ("Last 7 days", 7), ("Last 30 days", 30))
@@ -56,7 +56,7 @@ def verify_details(report: dict) -> str:
     return "\n".join(lines)
 
 
-class HistoryScreen(QWidget):
+class HistoryScreen(LazyRefresh, QWidget):
     """One dataset's access history, filters, verification and proof export."""
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
@@ -126,8 +126,8 @@ class HistoryScreen(QWidget):
         self.table.itemSelectionChanged.connect(
             lambda: self.proof_button.setEnabled(self.selected() is not None)
         )
-        session.unlocked.connect(self.refresh)
-        session.history_changed.connect(self.refresh)
+        session.unlocked.connect(self.refresh_soon)
+        session.history_changed.connect(self.refresh_soon)
         session.locked.connect(self.clear)
         self.proof_button.setEnabled(False)
 

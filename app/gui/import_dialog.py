@@ -34,6 +34,13 @@ FILE_FILTER = (
 )
 
 
+def preload_importers(progress: ProgressFn, cancelled: CancelledFn) -> int:
+    """Import every importer module (a worker job), so the dialog later opens at once."""
+    from vault.importers.plan import load_formats
+
+    return len(load_formats())
+
+
 def megabytes(n: int) -> str:
     """Bytes as '12.3 MB'."""
     return f"{n / 1e6:,.1f} MB"

@@ -7,7 +7,6 @@ signals; this module only decides which screen is visible.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
@@ -32,6 +31,7 @@ from app.gui.errors import show_error
 from app.gui.first_run import FirstRunScreen
 from app.gui.history_screen import HistoryScreen
 from app.gui.idle_lock import IdleLock
+from app.gui.import_dialog import ImportDialog, preload_importers
 from app.gui.overview import OverviewScreen
 from app.gui.requests_screen import RequestsScreen
 from app.gui.rewards_screen import RewardsScreen
@@ -41,9 +41,6 @@ from app.gui.style import app_icon
 from app.gui.tasks_screen import TasksScreen
 from app.gui.tray import Tray
 from app.gui.unlock_dialog import UnlockScreen
-
-if TYPE_CHECKING:
-    from app.gui.import_dialog import ImportDialog
 
 SCREENS = (
     ("overview", "Overview"),
@@ -146,7 +143,7 @@ class MainWindow(QMainWindow):
         self.dataset.export_requested.connect(lambda n: export_dataset(self, s, n))
         self.dataset.delete_requested.connect(lambda n: delete_dataset(self, s, n))
         self.dataset.history_requested.connect(self.open_history)
-        s.data_changed.connect(self.dataset.refresh)
+        s.data_changed.connect(self.dataset.refresh_soon)
         self.settings.idle_minutes_changed.connect(self.idle.set_minutes)
         lock = QAction("Lock", self)
         lock.setShortcut(QKeySequence("Ctrl+L"))
@@ -177,6 +174,8 @@ class MainWindow(QMainWindow):
         self.root.setCurrentIndex(2)
         self.show_screen("overview")
         self.statusBar().showMessage("Unlocked", 3000)
+        # Load the importers off the GUI thread now, so the import dialog opens at once later.
+        self.session.work.start(preload_importers)
 
     def _locked(self) -> None:
         self.data_stack.setCurrentWidget(self.data)
@@ -219,8 +218,6 @@ class MainWindow(QMainWindow):
 
     def import_file(self, path: Path | None, start: bool = False) -> ImportDialog | None:
         """Open the import dialog (for ``path``, started at once when ``start``)."""
-        from app.gui.import_dialog import ImportDialog
-
         if not self.session.is_unlocked():
             return None
         dialog = ImportDialog(self.session, path, self)

@@ -20,7 +20,7 @@ from app.gui.formatting import (
     short_did,
 )
 from app.gui.session import Session
-from app.gui.widgets import Card, fill_table, label, table
+from app.gui.widgets import Card, LazyRefresh, fill_table, label, table
 
 RECENT = 12
 
@@ -34,7 +34,7 @@ def recent_entries(vault: object, limit: int = RECENT) -> list[tuple[str, dict]]
     return found[:limit]
 
 
-class OverviewScreen(QWidget):
+class OverviewScreen(LazyRefresh, QWidget):
     """Cards with counts and a table of recent accesses; each card leads to its screen."""
 
     go = Signal(str)  # name of the screen to open
@@ -76,9 +76,9 @@ class OverviewScreen(QWidget):
         layout.addLayout(row)
         self.recent = table(["When", "Dataset", "Who", "What", "Why", "Rows"], "Recent activity", 4)
         layout.addWidget(self.recent, 1)
-        session.unlocked.connect(self.refresh)
-        session.data_changed.connect(self.refresh)
-        session.history_changed.connect(self.refresh)
+        session.unlocked.connect(self.refresh_soon)
+        session.data_changed.connect(self.refresh_soon)
+        session.history_changed.connect(self.refresh_soon)
         session.locked.connect(self.clear)
 
     def refresh(self) -> None:

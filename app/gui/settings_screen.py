@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import show_error
 from app.gui.passphrase_dialog import ChangePassphraseDialog
 from app.gui.session import Session
-from app.gui.widgets import label, screen_header
+from app.gui.widgets import LazyRefresh, label, screen_header
 from app.gui.worker import CancelledFn, ProgressFn
 
 
@@ -55,7 +55,7 @@ def did_document(did: str) -> str:
     return json.dumps(json.loads(text), indent=2)
 
 
-class SettingsScreen(QWidget):
+class SettingsScreen(LazyRefresh, QWidget):
     """Identity, security and preferences."""
 
     idle_minutes_changed = Signal(float)
@@ -77,7 +77,7 @@ class SettingsScreen(QWidget):
         layout.addStretch(1)
         scroll.setWidget(body)
         outer.addWidget(scroll, 1)
-        session.unlocked.connect(self.refresh)
+        session.unlocked.connect(self.refresh_soon)
         session.locked.connect(self.clear)
 
     # -- sections ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Kept here so every screen looks the same and stays short; no screen logic lives 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -17,6 +18,35 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+
+class LazyRefresh:
+    """Mixin for screens: refresh now when visible, else when next shown.
+
+    After an import every screen learns that the data changed; only the visible one reads the
+    vault at once, so the window answers immediately and hidden screens catch up when opened.
+    List it before the Qt class: ``class Screen(LazyRefresh, QWidget)``.
+    """
+
+    _stale = False
+
+    def refresh(self) -> None:
+        """Re-read what the screen shows (screens override this)."""
+
+    def refresh_soon(self) -> None:
+        """Refresh if visible, otherwise remember to when shown."""
+        if self.isVisible():  # type: ignore[attr-defined]
+            self._stale = False
+            self.refresh()
+        else:
+            self._stale = True
+
+    def showEvent(self, event: QShowEvent) -> None:  # Qt API name
+        """Catch up on a change that happened while hidden."""
+        super().showEvent(event)  # type: ignore[misc]
+        if self._stale:
+            self._stale = False
+            self.refresh()
 
 
 def label(text: str, role: str | None = None, wrap: bool = False) -> QLabel:

@@ -99,6 +99,7 @@ def test_delete_with_confirmation(qtbot, unlocked_window, monkeypatch) -> None: 
     from app.gui import dataset_actions
 
     window = unlocked_window
+    window.show_screen("data")
     monkeypatch.setattr(dataset_actions, "confirm_delete", lambda *a: False)
     dataset_actions.delete_dataset(window, window.session, "health.body_mass")
     qtbot.wait(100)

@@ -72,6 +72,7 @@ def test_refused_file_says_why_and_keeps_nothing(qtbot, unlocked_window, tmp_pat
 
 def test_dropping_a_file_imports_it(qtbot, unlocked_window, inputs) -> None:  # noqa: F811
     window = unlocked_window
+    window.show_screen("data")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(inputs["csv"]))])
     event = QDropEvent(
