@@ -2,8 +2,9 @@
 
 The file is fed in chunks to an lxml parser whose target turns parse events into rows; no tree
 is kept, so memory stays flat on multi-gigabyte exports. Before lxml sees a byte, the prolog
-(XML declaration, comments, DOCTYPE) is scanned here: real exports carry an internal DTD, which
-is accepted, but any ``<!ENTITY`` declaration or external DTD is refused (billion laughs, XXE).
+(XML declaration, comments, DOCTYPE) is scanned by ``xmlsafe``: real exports carry an internal
+DTD, which is accepted, but any ``<!ENTITY`` declaration or external DTD is refused (billion
+laughs, XXE).
 
 ``Record`` -> ``health.<snake_case type>``; ``Correlation`` -> ``health.blood_pressure`` /
 ``health.food`` (its child records repeat at top level and are read there only); ``Workout`` ->
@@ -19,36 +20,21 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import IO, Any
+from typing import Any
 from xml.parsers import expat
 
 from lxml import etree
 
 from vault.importers.apple_routes import location_row, route_rows
 from vault.importers.base import Importer, Row, Source, register
+from vault.importers.xmlsafe import UTF8_PARSER_OPTIONS, malformed, open_xml
 from vault.timeparse import iso_utc, parse_apple, parse_iso8601
 
-PROLOG_LIMIT = 1 << 20  # real DTDs are ~15 KB; a longer prolog is not a Health export
-_ENTITY_REFUSAL = "XML entity declarations are not allowed (billion laughs / external entities)"
 _CHUNK = 1 << 16
 _BUILT = frozenset({"Workout", "Correlation", "ActivitySummary"})  # read as small elements
-_PARSER_OPTIONS: dict[str, Any] = {
-    "resolve_entities": False,
-    "no_network": True,
-    "load_dtd": False,
-    "remove_comments": True,
-    "remove_pis": True,
-    # Read as UTF-8 whatever the declaration says, so that an encoding spelling "<!ENTITY"
-    # differently (UTF-7, UTF-16) cannot slip past the byte scan of the prolog.
-    "encoding": "utf-8",
-}
 _TYPE_PREFIX = re.compile(r"^HK(?:[A-Za-z]*?TypeIdentifier|DataType)")
 _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
-_ROOT_NAME = re.compile(rb"[^\s/>]+")
-_DOCTYPE_STOP = re.compile(rb"[\"'\[>]")
-_SUBSET_STOP = re.compile(rb"[\"'<\]]")
-_LOCATION_SUFFIX = re.compile(r", line \d+, column \d+$")
 _MINUTES_PER = {"min": 1.0, "s": 1 / 60, "sec": 1 / 60, "ms": 1 / 60000, "hr": 60.0, "h": 60.0}
 
 
@@ -98,24 +84,20 @@ class AppleHealthImporter(Importer):
 
     def rows(self, source: Source) -> Iterator[Row]:
         """Yield the rows of an export.xml; refuse hostile, malformed or foreign XML."""
-        with source.open() as raw:
-            head, root = read_prolog(raw, source)
+        with open_xml(source) as (stream, root):
             if root != b"HealthData":
                 name = root.decode("utf-8", "replace")[:40]
                 raise source.refuse(f"not an Apple Health export (root element <{name}>)")
             target = _HealthTarget()
-            parser = etree.XMLParser(target=target, **_PARSER_OPTIONS)
-            chunk = head
+            parser = etree.XMLParser(target=target, **UTF8_PARSER_OPTIONS)
             try:
-                while chunk:
+                while chunk := stream.read(_CHUNK):
                     parser.feed(chunk)
                     yield from self._drain(target, source)
-                    chunk = raw.read(_CHUNK)
                 parser.close()
                 yield from self._drain(target, source)
             except etree.XMLSyntaxError as exc:
-                msg = _LOCATION_SUFFIX.sub("", exc.msg or str(exc))
-                raise source.refuse(f"malformed XML at line {exc.lineno}: {msg}") from None
+                raise malformed(source, exc) from None
             except (ValueError, TypeError) as exc:
                 # a bad value inside well-formed XML: find its line by reading again
                 line, why = _locate(source, target.count, exc)
@@ -132,11 +114,7 @@ class AppleHealthImporter(Importer):
             route = self.related(source, path)
             if route is None:
                 continue  # real exports miss some route files; the workout itself is kept
-            with route.open() as raw:
-                head, root = read_prolog(raw, route)
-                if root.rpartition(b":")[2] != b"gpx":
-                    raise route.refuse("not a GPX file")
-                yield from route_rows(_Replay(head, raw), route, owner, started)
+            yield from route_rows(route, owner, started)
 
 
 class _HealthTarget:
@@ -236,100 +214,6 @@ class _HealthTarget:
         self.rows.append(
             Row(kind[0], start, end, offset, value, text, unit, None, None, who, extra, key)
         )
-
-
-def read_prolog(stream: IO[bytes], source: Source) -> tuple[bytes, bytes]:
-    """Read ``stream`` up to its root element; return (bytes read, root element name).
-
-    Refuses entity declarations and external DTDs before any XML parser sees the file.
-    """
-    buf = b""
-    while len(buf) < PROLOG_LIMIT:
-        chunk = stream.read(65536)
-        if not chunk:
-            break
-        buf += chunk
-        root = _scan_prolog(buf, source)
-        if root is not None:
-            return buf, root
-    raise source.refuse("not an XML document (no root element near the start)")
-
-
-def _scan_prolog(buf: bytes, source: Source) -> bytes | None:
-    """The root element's name, or None when ``buf`` ends before it."""
-    i = 3 if buf.startswith(b"\xef\xbb\xbf") else 0
-    while True:
-        while i < len(buf) and buf[i] in b" \t\r\n":
-            i += 1
-        if len(buf) - i < 10:
-            return None  # too short to tell "<!DOCTYPE" from "<!--"
-        if buf[i] != 0x3C:
-            raise source.refuse("not an XML document (Apple Health writes UTF-8 XML)")
-        if buf.startswith(b"<?", i):
-            end, step = buf.find(b"?>", i + 2), 2
-        elif buf.startswith(b"<!--", i):
-            end, step = buf.find(b"-->", i + 4), 3
-        elif buf.startswith(b"<!DOCTYPE", i):
-            end, step = _doctype_end(buf, i + 9, source), 1
-        elif buf.startswith(b"<!", i):
-            raise source.refuse("malformed XML: unexpected markup before the root element")
-        else:
-            match = _ROOT_NAME.match(buf, i + 1)
-            return match.group() if match and match.end() < len(buf) else None
-        if end < 0:
-            return None
-        i = end + step
-
-
-def _doctype_end(buf: bytes, j: int, source: Source) -> int:
-    """Index of the '>' closing the DOCTYPE that starts before ``j``; -1 when not in ``buf``."""
-    in_subset = False
-    while True:
-        match = (_SUBSET_STOP if in_subset else _DOCTYPE_STOP).search(buf, j)
-        if match is None:
-            return -1
-        j = match.start()
-        char = buf[j : j + 1]
-        if char in b"\"'":
-            if not in_subset:  # a SYSTEM/PUBLIC literal: entities could come from anywhere
-                raise source.refuse("external DTDs are not allowed")
-            j = buf.find(char, j + 1)
-            if j < 0:
-                return -1
-            j += 1
-        elif char == b"[":
-            in_subset, j = True, j + 1
-        elif char == b"]":
-            in_subset, j = False, j + 1
-        elif char == b">":
-            return j
-        elif len(buf) - j < 8:
-            return -1
-        elif buf.startswith(b"<!ENTITY", j):
-            raise source.refuse(_ENTITY_REFUSAL)
-        elif buf.startswith((b"<!--", b"<?"), j):
-            close = b"-->" if buf[j + 1] == 0x21 else b"?>"
-            j = buf.find(close, j + 2)
-            if j < 0:
-                return -1
-            j += len(close)
-        else:
-            j += 1  # a markup declaration (<!ELEMENT, <!ATTLIST): its quotes are skipped above
-
-
-class _Replay:
-    """A binary stream that replays bytes already read, then reads on."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            data = self._head if size < 0 else self._head[:size]
-            self._head = self._head[len(data) :]
-            return data
-        return self._rest.read(size)
 
 
 def _locate(source: Source, index: int, exc: Exception) -> tuple[int | str, str]:

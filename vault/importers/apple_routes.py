@@ -3,19 +3,19 @@
 Since iOS 12 Apple writes one GPX 1.1 file per route (``workout-routes/*.gpx``): one track, one
 segment, and per point ``<ele>``, ``<time>`` (UTC, ``Z``) and ``<extensions>`` with ``speed``,
 ``course``, ``hAcc``, ``vAcc``. Older exports kept the points inside export.xml as
-``<WorkoutRoute><Location date= latitude= longitude= altitude= .../>``. The caller
-(``apple_health``) has already checked a GPX file's prolog for entity declarations.
+``<WorkoutRoute><Location date= latitude= longitude= altitude= .../>``. A route file's prolog
+is checked by ``xmlsafe`` (no entity declarations, no external DTD) before it is parsed.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from lxml import etree
 
 from vault.importers.base import Row, Source
+from vault.importers.xmlsafe import UTF8_PARSER_OPTIONS, malformed, open_xml
 from vault.timeparse import parse_apple, parse_iso8601
 
 DATASET = "location.points"
@@ -30,45 +30,34 @@ _LOCATION_FIELDS = (
     ("hAcc", "horizontalAccuracy"),
     ("vAcc", "verticalAccuracy"),
 )
-_LOCATION_SUFFIX = re.compile(r", line \d+, column \d+$")
 
 
-def route_rows(
-    stream: IO[bytes], source: Source, owner: str | None, workout_start: str | None
-) -> Iterator[Row]:
-    """Yield one ``location.points`` row per timed trackpoint of the GPX in ``stream``.
+def route_rows(source: Source, owner: str | None, workout_start: str | None) -> Iterator[Row]:
+    """Yield one ``location.points`` row per timed trackpoint of the route GPX ``source``.
 
     ``owner`` (the workout's sourceName) becomes each row's source; ``workout_start`` (ISO UTC)
     links the points to their workout in ``extra``. Points without a time are skipped.
     """
-    context = etree.iterparse(
-        stream,
-        events=("end",),
-        tag=_TRKPT,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        remove_comments=True,
-        remove_pis=True,
-        encoding="utf-8",
-    )
-    point = None
-    try:
-        for _event, point in context:
-            row = _point_row(point, owner, workout_start)
-            if row is not None:
-                yield row
-            point.clear()
-            parent = point.getparent()
-            # drop finished points so a long route keeps memory flat
-            while point.getprevious() is not None:
-                del parent[0]
-    except etree.XMLSyntaxError as exc:
-        msg = _LOCATION_SUFFIX.sub("", exc.msg or str(exc))
-        raise source.refuse(f"malformed XML at line {exc.lineno}: {msg}") from None
-    except ValueError as exc:
-        line = point.sourceline if point is not None else "?"
-        raise source.refuse(f"bad trackpoint at line {line}: {exc}") from None
+    with open_xml(source) as (stream, root):
+        if root.rpartition(b":")[2] != b"gpx":
+            raise source.refuse("not a GPX file")
+        context = etree.iterparse(stream, events=("end",), tag=_TRKPT, **UTF8_PARSER_OPTIONS)
+        point = None
+        try:
+            for _event, point in context:
+                row = _point_row(point, owner, workout_start)
+                if row is not None:
+                    yield row
+                point.clear()
+                parent = point.getparent()
+                # drop finished points so a long route keeps memory flat
+                while point.getprevious() is not None:
+                    del parent[0]
+        except etree.XMLSyntaxError as exc:
+            raise malformed(source, exc) from None
+        except ValueError as exc:
+            line = point.sourceline if point is not None else "?"
+            raise source.refuse(f"bad trackpoint at line {line}: {exc}") from None
 
 
 def location_row(get: Any, owner: str | None, workout_start: str | None) -> Row:

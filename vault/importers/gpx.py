@@ -13,9 +13,10 @@ waypoints usually have none. Without a document time such points are skipped and
 when it was. Points that borrow the document time get their place in the file appended to their
 natural key, so a route's points stay apart from each other and from waypoints.
 
-Refused: a root without the GPX 1.0/1.1 namespace, ``<!ENTITY`` declarations (checked on the
-raw bytes before parsing, and again on the parsed DTD), malformed or truncated XML (naming the
-line), points with missing or impossible coordinates or unreadable times.
+Refused: a root without the GPX 1.0/1.1 namespace, ``<!ENTITY`` declarations and external DTDs
+(the prolog scanned by ``xmlsafe`` before parsing; the parsed DTD checked again, since a GPX's
+declared encoding is honoured), malformed or truncated XML (naming the line), points with
+missing or impossible coordinates or unreadable times.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from lxml import etree
 
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.google_geo import point_row
+from vault.importers.xmlsafe import (
+    PARSER_OPTIONS,
+    malformed,
+    open_xml,
+    refuse_parsed_entities,
+)
 from vault.timeparse import EpochOffset, parse_iso8601
 
 GPX_VERSIONS = {
@@ -65,16 +72,12 @@ _APPLE_FIELDS = {
     "vAcc": "vertical_accuracy",
 }
 _KINDS = {"trkpt": "track", "rtept": "route", "wpt": "waypoint"}
-_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?gpx[\s>/]")
 # a <gpx> root after the optional BOM, XML declaration, comments and doctype
 _GPX_HEAD = re.compile(
     rb"^(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>)*"
     rb"<(?:[A-Za-z_][\w.-]*:)?gpx[\s>/]",
     re.DOTALL,
 )
-_ENTITY = b"<!ENTITY"
-_PROLOG_LIMIT = 1024 * 1024
-_LOCATION_SUFFIX = re.compile(r",? line \d+, column \d+$")
 
 
 class _BadPoint(ValueError):
@@ -83,23 +86,6 @@ class _BadPoint(ValueError):
 
 def _local(tag: Any) -> str:
     return tag.rpartition("}")[2] if isinstance(tag, str) else ""
-
-
-def _refuse_entity_declarations(source: Source) -> None:
-    """Refuse ``<!ENTITY`` anywhere before the root element, without parsing anything."""
-    seen = b""
-    with source.open() as stream:
-        while len(seen) < _PROLOG_LIMIT:
-            chunk = stream.read(64 * 1024)
-            if not chunk:
-                break
-            seen += chunk
-            root = _ROOT.search(seen)
-            prolog = seen if root is None else seen[: root.start()]
-            if _ENTITY in prolog:
-                raise source.refuse("XML entity declarations (<!ENTITY) are not allowed")
-            if root is not None:
-                return
 
 
 def _time(element: etree._Element) -> EpochOffset:
@@ -126,14 +112,6 @@ def _number(text: str | None, what: str) -> float | int:
     return value
 
 
-_PARSER_OPTIONS: dict[str, Any] = {
-    "resolve_entities": False,
-    "no_network": True,
-    "load_dtd": False,
-    "huge_tree": False,
-    "remove_comments": True,
-    "remove_pis": True,
-}
 # Elements whose end the parse reports (in the document's namespace); all others pass in C.
 _WATCHED = (*_KINDS, "trkseg", "trk", "rte", "metadata", "name", "time")
 
@@ -230,19 +208,14 @@ class _Document:
 
 
 def _open_document(source: Source) -> _Document:
-    """Check the root element (and the DTD) before any point is read."""
-    with source.open() as stream:
+    """Check the prolog, the root element and the parsed DTD before any point is read."""
+    with open_xml(source) as (stream, _root):
         try:
-            for _, root in etree.iterparse(stream, events=("start",), **_PARSER_OPTIONS):
+            for _, root in etree.iterparse(stream, events=("start",), **PARSER_OPTIONS):
                 return _check_root(source, root)
         except etree.XMLSyntaxError as exc:
-            raise _malformed(source, exc) from None
+            raise malformed(source, exc) from None
     raise source.refuse("no XML root element")
-
-
-def _malformed(source: Source, exc: etree.XMLSyntaxError) -> Exception:
-    problem = _LOCATION_SUFFIX.sub("", exc.msg or str(exc))
-    return source.refuse(f"malformed XML at line {exc.lineno}: {problem}")
 
 
 def _check_root(source: Source, root: etree._Element) -> _Document:
@@ -252,9 +225,7 @@ def _check_root(source: Source, root: etree._Element) -> _Document:
     if qname.namespace not in GPX_VERSIONS:
         found = f" (found {qname.namespace!r})" if qname.namespace else ""
         raise source.refuse(f"GPX without the GPX 1.0/1.1 namespace{found}")
-    dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise source.refuse("XML entity declarations (<!ENTITY) are not allowed")
+    refuse_parsed_entities(source, root)
     return _Document(qname.namespace, root.get("creator"))
 
 
@@ -276,13 +247,10 @@ class GpxImporter(Importer):
 
     def rows(self, source: Source) -> Iterator[Row]:
         """Yield one row per point with a time, in document order."""
-        _refuse_entity_declarations(source)
         doc = _open_document(source)
         yielded = 0
         with source.open() as stream:
-            context = etree.iterparse(
-                stream, events=("end",), tag=list(doc.tags), **_PARSER_OPTIONS
-            )
+            context = etree.iterparse(stream, events=("end",), tag=list(doc.tags), **PARSER_OPTIONS)
             element = None
             try:
                 for _, element in context:
@@ -293,7 +261,7 @@ class GpxImporter(Importer):
                     elif doc.tags[element.tag] in _KINDS:
                         self.skipped += 1
             except etree.XMLSyntaxError as exc:
-                raise _malformed(source, exc) from None
+                raise malformed(source, exc) from None
             except _BadPoint as exc:
                 line = element.sourceline if element is not None else "?"
                 raise source.refuse(f"line {line}: {exc}") from None

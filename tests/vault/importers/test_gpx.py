@@ -141,7 +141,7 @@ def test_entity_declarations_are_refused(tmp_path, name):
 
 
 def test_entity_declarations_behind_a_decoy_root_are_refused_too(tmp_path):
-    # the byte scan stops at the first '<gpx' it sees; the parsed DTD is checked as well
+    # a '<gpx>' in a comment does not end the scan of the prolog
     path = tmp_path / "decoy.gpx"
     path.write_text(
         '<?xml version="1.0"?>\n<!-- <gpx> -->\n<!DOCTYPE gpx [<!ENTITY a "aaaa">]>\n'
