@@ -125,3 +125,14 @@ def export_task_cmd(
         print_fields({k: v for k, v in data.items() if k != "parity"})
 
     emit(data, as_json, human)
+
+
+def _attach_exchange_commands() -> None:
+    """The organization's exchange commands (init, post, status, model) live beside."""
+    from app.commands.org_exchange import org_init, org_model, org_post, org_status
+
+    for command in (org_init, org_post, org_status, org_model):
+        org_group.add_command(command)
+
+
+_attach_exchange_commands()
