@@ -108,6 +108,10 @@ def run_due_rounds(
     now: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run every due round once (``once``) or keep watching until nothing is left to do."""
+    from agents.sandbox import resolve_providers
+
+    # a device that cannot be used is the user's to fix, not a round's failure: refuse early
+    resolve_providers(device)
     reports: list[dict[str, Any]] = []
     while True:
         reports.extend(r.to_dict() for r in run_pass(vault, client, device, limits, now))

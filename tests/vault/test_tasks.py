@@ -330,3 +330,17 @@ def test_a_budget_too_small_for_a_round_reads_once_then_never(setup):
     (report,) = _run(vault, exchange)
     assert report["state"] == "budget"
     assert len(_reads(vault, STEPS)) == 1  # the second round was refused before any read
+
+
+def test_an_unusable_device_is_refused_before_anything_runs(setup):
+    import onnxruntime
+
+    from agents.runner import TaskFailed
+
+    vault, request, exchange = setup
+    vc.approve(vault, request.id)
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TaskFailed, match="gpu"):
+        tasks.run_due_rounds(vault, exchange, device="gpu")
+    assert exchange.calls == [] and not _reads(vault, STEPS)
