@@ -173,7 +173,7 @@ class FirstRunScreen(QWidget):
         self.folder_opened.emit()
 
     def _create(self) -> None:
-        if not self.fields.acceptable() or self.session.work.busy():
+        if not self.fields.acceptable() or not self.busy.isHidden():
             return
         folder, passphrase = self.session.folder, self.fields.value()
         self._set_busy(True)

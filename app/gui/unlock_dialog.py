@@ -174,7 +174,7 @@ class UnlockScreen(QWidget):
 
     def _unlock(self) -> None:
         passphrase = self.passphrase.text()
-        if not passphrase or self.session.work.busy():
+        if not passphrase or not self.busy.isHidden():
             return
         folder = self.session.folder
         self.message.clear()
@@ -237,7 +237,7 @@ class UnlockScreen(QWidget):
         self.recover_go.setEnabled(self._recover_ok())
 
     def _recover(self) -> None:
-        if not self._recover_ok() or self.session.work.busy():
+        if not self._recover_ok() or not self.recover_go.isEnabled():
             return
         folder, code, new = self.session.folder, self.code.text(), self.new_fields.value()
         self.recover_go.setEnabled(False)

@@ -109,4 +109,8 @@ class WorkQueue(QObject):
         """Cancel every running job and wait for the threads; True when all stopped."""
         for worker in list(self._running):
             worker.cancel()
-        return QThreadPool.globalInstance().waitForDone(wait_ms)
+        stopped = QThreadPool.globalInstance().waitForDone(wait_ms)
+        if stopped:
+            # Their `finished` signals are still queued; they are done all the same.
+            self._running.clear()
+        return stopped
