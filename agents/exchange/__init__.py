@@ -84,8 +84,9 @@ admitted (403). Bodies: JSON 1 MiB, request posts 1 MiB + the base64 package (25
 - ``POST /v1/consents`` ``{"consent": jws}``; ``POST /v1/revocations`` ``{"revocation": jws}``
 - ``GET /v1/requests/{id}/round`` -> ``{"round", "rounds", "deadline", "closed"}``
 - ``GET /v1/requests/{id}/round/params`` -> .npz (consenting vaults and the issuer)
-- ``POST /v1/requests/{id}/updates`` ``{"update": jws}`` -> ``{"accepted": true, "receipt":
-  jws or null (cap reached), "round"}``
+- ``POST /v1/requests/{id}/updates`` ``{"update": jws}``, or the bare JWS as the body with
+  ``Content-Type: application/jose`` (what the client sends) -> ``{"accepted": true,
+  "receipt": jws or null (cap reached), "round"}``
 - ``GET /v1/rewards`` -> ``{"receipts": [jws]}`` for the caller, ordered by org then seq
 - ``GET /v1/requests/{id}/status`` (issuer) -> round, per-round counts, rejection reasons,
   participants; ``GET /v1/requests/{id}/model`` (issuer) -> .npz of the current parameters
@@ -333,4 +334,4 @@ def decode_delta(delta: Any, params: list[dict[str, Any]]) -> np.ndarray:
 
 def update_norm(flat: np.ndarray) -> float:
     """L2 norm of a flat update, accumulated in float64 so huge values do not overflow."""
-    return float(np.sqrt(np.dot(flat.astype(np.float64), flat.astype(np.float64))))
+    return float(np.sqrt(np.einsum("i,i->", flat, flat, dtype=np.float64)))

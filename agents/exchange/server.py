@@ -3,9 +3,10 @@
 Every route reads the raw body itself (bounded, before parsing) because the call signature
 covers the body's hash; see :mod:`agents.exchange.auth` and the contract in
 :mod:`agents.exchange`. Routes are plain ``def`` functions, so FastAPI runs them on its thread
-pool and the blocking database calls never stall the event loop. Aggregation runs inline,
-triggered by the update that completes a round or by any round/status fetch after the
-deadline; no background thread is needed.
+pool and the blocking database calls never stall the event loop. Aggregation is a background
+task (FastAPI ``BackgroundTasks``, run after the answer is sent) scheduled by every update and
+every round/status/model fetch; it starts only when the round is due (enough updates, or the
+deadline passed) and a claim in the database makes sure only one runs, even across processes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -64,6 +65,16 @@ class Caller:
 
     did: str
     body: bytes
+    content_type: str = ""
+
+    def jose(self) -> str | None:
+        """The body as a bare compact JWS when sent as application/jose, else None."""
+        if not self.content_type.startswith("application/jose"):
+            return None
+        try:
+            return self.body.decode("ascii")
+        except UnicodeDecodeError:
+            raise Refused("the JWS body is not ASCII", 400) from None
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; 400 otherwise."""
@@ -103,7 +114,7 @@ def create_app(
     store = Store(db_url, secret)
     app = FastAPI(title="Tessera exchange", version="1")
     app.state.store = store
-    app.state.aggregations = []  # (request, round, updates, seconds) for benchmarks and logs
+    app.state.aggregations = []  # this process's aggregation timings, for benchmarks
     specs: dict[str, dict[str, Any]] = {}  # requests never change once posted
 
     def request_info(request_id: str) -> dict[str, Any]:
@@ -144,7 +155,7 @@ def create_app(
         call = verify_call(request.headers, request.method, target, digest, now=now)
         if not store.remember_nonce(call.did, call.nonce, now):
             raise AuthRefused("replayed call: this nonce was already used")
-        return Caller(call.did, body)
+        return Caller(call.did, body, request.headers.get("content-type", ""))
 
     def org_only(caller: Caller) -> None:
         if store.organization(caller.did) is None:
@@ -159,8 +170,9 @@ def create_app(
     def advance(request_id: str) -> None:
         """Aggregate the open round if it is due (enough updates, or the deadline passed).
 
-        A failure is logged, not raised: every update is already stored, the claim on the
-        round is released, and the next update or round fetch tries again.
+        Runs as a background task after the answer is sent, so no caller waits for it. A
+        failure is logged, not raised: every update is already stored, the claim on the round
+        is released, and the next update or round fetch tries again.
         """
         try:
             aggregate_due_round(request_id)
@@ -179,18 +191,30 @@ def create_app(
             with store.round_chunks(request_id, work["round"], work["ids"], info["size"]) as cs:
                 delta = strategy.aggregate(cs, inputs, info["size"])
             params = np.frombuffer(store.params(request_id, work["round"]), dtype="<f4") + delta
-            store.finish_aggregation(request_id, work["round"], params.tobytes(), clock())
+            seconds = time.perf_counter() - started
+            store.finish_aggregation(request_id, work["round"], params.tobytes(), clock(), seconds)
         except BaseException:
             store.abort_aggregation(request_id)
             raise
-        seconds = time.perf_counter() - started
-        app.state.aggregations.append((request_id, work["round"], len(work["ids"]), seconds))
+        started = time.perf_counter()
+        store.drop_chunks(request_id, work["round"], info["size"])
+        cleanup = time.perf_counter() - started
+        app.state.aggregations.append(
+            {
+                "request": request_id,
+                "round": work["round"],
+                "updates": len(work["ids"]),
+                "seconds": seconds,
+                "cleanup_seconds": cleanup,
+            }
+        )
         log.info(
-            "request %s round %d: %d updates in %.2f s",
+            "request %s round %d: %d updates aggregated in %.2f s (cleanup %.2f s)",
             request_id,
             work["round"],
             len(work["ids"]),
             seconds,
+            cleanup,
         )
 
     # -------------------------------------------------------------------- errors
@@ -266,9 +290,11 @@ def create_app(
         return {"id": payload["id"], "package": payload["package"]}
 
     @app.get("/v1/requests/{request_id}/status", summary="Round status (issuer only)")
-    def status(request_id: str, caller: Caller = signed(0)) -> dict[str, Any]:
+    def status(
+        request_id: str, background: BackgroundTasks, caller: Caller = signed(0)
+    ) -> dict[str, Any]:
         info = issuer_only(caller, request_id)
-        advance(request_id)
+        background.add_task(advance, request_id)
         rounds = store.round_status(request_id)
         return {
             "id": request_id,
@@ -282,9 +308,9 @@ def create_app(
         }
 
     @app.get("/v1/requests/{request_id}/model", summary="Current global parameters (issuer)")
-    def model(request_id: str, caller: Caller = signed(0)) -> Response:
+    def model(request_id: str, background: BackgroundTasks, caller: Caller = signed(0)) -> Response:
         info = issuer_only(caller, request_id)
-        advance(request_id)
+        background.add_task(advance, request_id)
         round_index = _round_view(store, info, clock())["round"]
         flat = np.frombuffer(store.params(request_id, round_index), dtype="<f4")
         return Response(params_npz(info["spec"], flat), media_type=NPZ)
@@ -336,15 +362,19 @@ def create_app(
         return {"revoked": True, "consent": payload["consent"]}
 
     @app.get("/v1/requests/{request_id}/round", summary="The open round and its deadline")
-    def current_round(request_id: str, caller: Caller = signed(0)) -> dict[str, Any]:
+    def current_round(
+        request_id: str, background: BackgroundTasks, caller: Caller = signed(0)
+    ) -> dict[str, Any]:
         info = request_info(request_id)
-        advance(request_id)
+        background.add_task(advance, request_id)
         return _round_view(store, info, clock())
 
     @app.get("/v1/requests/{request_id}/round/params", summary="The open round's parameters")
-    def round_params(request_id: str, caller: Caller = signed(0)) -> Response:
+    def round_params(
+        request_id: str, background: BackgroundTasks, caller: Caller = signed(0)
+    ) -> Response:
         info = request_info(request_id)
-        advance(request_id)
+        background.add_task(advance, request_id)
         with store.db.transaction(write=False) as tx:
             allowed = caller.did == info["issuer"] or store.has_consent(
                 tx, request_id, caller.did, clock()
@@ -356,13 +386,17 @@ def create_app(
         return Response(params_npz(info["spec"], flat), media_type=NPZ)
 
     @app.post("/v1/requests/{request_id}/updates", summary="Submit a signed model update")
-    def submit_update(request_id: str, caller: Caller = signed(update_limit)) -> dict[str, Any]:
+    def submit_update(
+        request_id: str, background: BackgroundTasks, caller: Caller = signed(update_limit)
+    ) -> dict[str, Any]:
         info = request_info(request_id)
-        token = _field(caller.json(), "update")
-        jws_hash = hashlib.sha256(token.encode()).hexdigest()
+        token = caller.jose() or _field(caller.json(), "update")
         signer, payload = _verified(token, "update")
         if signer != caller.did:
             raise Refused("the update is signed by another DID than the caller", 403)
+        # Ed25519 signatures are deterministic and unique per message: the signature
+        # identifies the exact update without hashing megabytes again
+        jws_hash = hashlib.sha256(f"{signer} {token.rpartition('.')[2]}".encode()).hexdigest()
         round_index = payload.get("round") if isinstance(payload, dict) else None
         round_index = round_index if isinstance(round_index, int) else -1
         try:
@@ -395,7 +429,7 @@ def create_app(
             if status_code != 503:  # "busy, retry" is not a verdict on the update
                 store.record_rejection(request_id, round_index, signer, str(exc), jws_hash, clock())
             raise
-        advance(request_id)
+        background.add_task(advance, request_id)
         return answer
 
     @app.get("/v1/rewards", summary="The caller's reward receipts, by organization and seq")

@@ -73,6 +73,9 @@ def test_whole_flow_through_the_client(live, tmp_path):
     again = client.submit_update(request["id"], update_jws(vault, request, consent, delta))
 
     assert answer["accepted"] is True
+    deadline = time.monotonic() + 10  # aggregation runs in the background after the answer
+    while not client.current_round(request["id"])["closed"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.current_round(request["id"])["closed"] is True
     model = org_client.model(request["id"])
     np.testing.assert_allclose(model["w"], before["w"] + delta["w"], rtol=1e-6)

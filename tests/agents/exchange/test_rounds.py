@@ -280,6 +280,7 @@ def test_deadline_aggregates_what_arrived(db_url, tmp_path):
         exchange.submit(vault, request, update_jws(vault, request, consent, random_delta()))
         still_open = _round(exchange, vault, request)
         now[0] += 30
+        _round(exchange, vault, request)  # the deadline passed: aggregation is scheduled
         advanced = _round(exchange, vault, request)
 
     app.state.store.close()

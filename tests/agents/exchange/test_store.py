@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import stat
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -171,7 +172,11 @@ def test_concurrent_submissions_count_once(db_url, tmp_path):
             thread.start()
         for thread in threads:
             thread.join(60)
-        status = ExchangeClient(url, org.jwk).status(request["id"])
+        org_client = ExchangeClient(url, org.jwk)
+        deadline = time.monotonic() + 20  # aggregation runs in the background
+        while org_client.status(request["id"])["round"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = org_client.status(request["id"])
     app.state.store.close()
 
     assert len(answers) == 2 * n and all(a["accepted"] for a in answers)
@@ -196,6 +201,7 @@ def test_failed_aggregation_is_retried_on_the_next_fetch(exchange, monkeypatch):
     answer = exchange.submit(vault, request, update_jws(vault, request, consent, random_delta()))
     stuck = call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")
     monkeypatch.setattr(server, "strategy_for", real)
+    call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")  # retries it
     recovered = call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")
 
     assert answer.status_code == 200  # the update was stored before aggregation failed
