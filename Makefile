@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-deps
-# Qt's offscreen/xcb platform libraries, and a real Secret Service (gnome-keyring + D-Bus)
-# for the keyring tests.
-APT_PACKAGES := gnome-keyring dbus dbus-user-session libegl1 libgl1 libxkbcommon0 \
+# Qt's offscreen/xcb platform libraries, a real Secret Service (gnome-keyring + D-Bus) for the
+# keyring tests, and a PostgreSQL server for the exchange's PostgreSQL tests.
+APT_PACKAGES := gnome-keyring dbus dbus-user-session postgresql libegl1 libgl1 libxkbcommon0 \
 	libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0 libxcb-icccm4 \
 	libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-image0 \
 	libxcb-render-util0 libglib2.0-0
@@ -39,7 +39,7 @@ run: install
 
 test: install
 	QT_QPA_PLATFORM=offscreen TESSERA_KDF_TIME_COST=1 \
-		tests/with_secret_service.sh $(PY) -m pytest -q -n 2 --dist loadfile
+		tests/with_secret_service.sh tests/pg_server.sh $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	@for script in benchmarks/bench_*.py; do \
