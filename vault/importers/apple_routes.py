@@ -5,6 +5,9 @@ segment, and per point ``<ele>``, ``<time>`` (UTC, ``Z``) and ``<extensions>`` w
 ``course``, ``hAcc``, ``vAcc``. Older exports kept the points inside export.xml as
 ``<WorkoutRoute><Location date= latitude= longitude= altitude= .../>``. A route file's prolog
 is checked by ``xmlsafe`` (no entity declarations, no external DTD) before it is parsed.
+
+Points are keyed like every ``location.points`` row (``location.point_row``: time and
+position), so a fix that a GPX file or a Google export holds too is stored once.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any
 from lxml import etree
 
 from vault.importers.base import Row, Source
+from vault.importers.location import decimal_position, point_row
 from vault.importers.xmlsafe import UTF8_PARSER_OPTIONS, malformed, open_xml
 from vault.timeparse import parse_apple, parse_iso8601
 
-DATASET = "location.points"
 _TRKPT = ("{http://www.topografix.com/GPX/1/1}trkpt", "{http://www.topografix.com/GPX/1/0}trkpt")
 # numeric children of a trackpoint (or of its <extensions>) that we keep in ``extra``
 _NUMERIC = {"ele", "speed", "course", "hAcc", "vAcc"}
@@ -45,7 +48,7 @@ def route_rows(source: Source, owner: str | None, workout_start: str | None) -> 
         point = None
         try:
             for _event, point in context:
-                row = _point_row(point, owner, workout_start)
+                row = _trackpoint_row(point, owner, workout_start)
                 if row is not None:
                     yield row
                 point.clear()
@@ -67,10 +70,14 @@ def location_row(get: Any, owner: str | None, workout_start: str | None) -> Row:
     for name, attr in _LOCATION_FIELDS:
         if get(attr) is not None:
             extra[name] = float(get(attr))
-    return _row(get("latitude"), get("longitude"), start, offset, owner, extra)
+    return point_row(
+        (start, offset), decimal_position(get("latitude"), get("longitude")), owner, extra=extra
+    )
 
 
-def _point_row(point: etree._Element, owner: str | None, workout_start: str | None) -> Row | None:
+def _trackpoint_row(
+    point: etree._Element, owner: str | None, workout_start: str | None
+) -> Row | None:
     """One trackpoint -> Row, or None when it has no time."""
     extra: dict[str, Any] = {"workout": workout_start}
     moment = None
@@ -82,28 +89,6 @@ def _point_row(point: etree._Element, owner: str | None, workout_start: str | No
             extra[name] = float(child.text)
     if moment is None:
         return None
-    return _row(point.get("lat"), point.get("lon"), moment[0], moment[1], owner, extra)
-
-
-def _row(
-    lat_text: str | None,
-    lon_text: str | None,
-    start: float,
-    offset: int | None,
-    owner: str | None,
-    extra: dict[str, Any],
-) -> Row:
-    if lat_text is None or lon_text is None:
-        raise ValueError("lat and lon are required")
-    lat, lon = float(lat_text), float(lon_text)
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise ValueError(f"lat/lon out of range: {lat_text}, {lon_text}")
-    return Row(
-        dataset=DATASET,
-        start=start,
-        offset=offset,
-        lat=lat,
-        lon=lon,
-        source=owner,
-        extra=extra,  # no key: the writer's (time, position, source) key is the identity
+    return point_row(
+        moment, decimal_position(point.get("lat"), point.get("lon")), owner, extra=extra
     )

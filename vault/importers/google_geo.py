@@ -7,7 +7,8 @@ point, visit or trip read from two exports gets the same natural key and is stor
 
 Keys, per dataset:
 
-- ``location.points``: ``<UTC milliseconds>/<latitude E7>/<longitude E7>``
+- ``location.points``: ``<UTC milliseconds>/<latitude E7>/<longitude E7>``, as for GPX and
+  Apple Health routes (see ``vault.importers.location``)
 - ``location.visits``: ``<start ms>/<end ms>/<placeId>`` (or ``.../<lat E7>,<lon E7>``)
 - ``location.trips``: ``<start ms>/<end ms>`` (one person makes one trip at a time)
 """
@@ -15,7 +16,6 @@ Keys, per dataset:
 from __future__ import annotations
 
 import codecs
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -24,9 +24,9 @@ import ijson
 
 from vault.importers.base import Row, Source
 from vault.importers.jsonstream import open_json, parsing_json
+from vault.importers.location import RecordProblem, checked_position, e7, number
 from vault.timeparse import EpochOffset, parse_epoch_ms, parse_iso8601
 
-POINTS = "location.points"
 VISITS = "location.visits"
 TRIPS = "location.trips"
 
@@ -42,24 +42,7 @@ MAX_DEPTH = 128
 _FIRST_KEY = re.compile(rb'^\s*\{\s*"([A-Za-z]+)"\s*:\s*([\[{])')
 
 
-class RecordProblem(ValueError):
-    """A record that cannot be imported as it is; the message says what is wrong."""
-
-
 # --- values ---------------------------------------------------------------------------------
-
-
-def number(value: Any, what: str) -> float:
-    """``value`` as a float; the iOS export writes numbers as strings, so those count too."""
-    if isinstance(value, bool):
-        raise RecordProblem(f"{what} is not a number: {value!r}")
-    try:
-        result = float(value) if isinstance(value, int | float | str) else math.nan
-    except ValueError:
-        result = math.nan
-    if math.isfinite(result):
-        return result
-    raise RecordProblem(f"{what} is not a number: {value!r}")
 
 
 def optional_number(value: Any, what: str) -> float | None:
@@ -79,15 +62,6 @@ def e7_degrees(value: Any, what: str) -> float:
     if scaled > (_LAT_WRAP if what.startswith("lat") else _LON_WRAP):
         scaled -= 2**32
     return scaled / 1e7
-
-
-def checked_position(lat: float, lon: float) -> tuple[float, float]:
-    """``(lat, lon)`` unchanged when both lie on the globe; RecordProblem otherwise."""
-    if not -90.0 <= lat <= 90.0:
-        raise RecordProblem(f"latitude {lat} out of range")
-    if not -180.0 <= lon <= 180.0:
-        raise RecordProblem(f"longitude {lon} out of range")
-    return lat, lon
 
 
 def e7_position(obj: dict[str, Any], lat_key: str, lon_key: str) -> tuple[float, float] | None:
@@ -150,34 +124,6 @@ def takeout_time(obj: dict[str, Any], name: str) -> EpochOffset:
 # --- rows -----------------------------------------------------------------------------------
 
 
-def _e7(degrees: float) -> int:
-    return round(degrees * 1e7)
-
-
-def point_row(
-    when: EpochOffset,
-    position: tuple[float, float],
-    source: str,
-    accuracy: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Row:
-    """A ``location.points`` row keyed by time and position (accuracy in metres)."""
-    start, offset = when
-    lat, lon = position
-    return Row(
-        POINTS,
-        start,
-        offset=offset,
-        value=accuracy,
-        unit="m" if accuracy is not None else None,
-        lat=lat,
-        lon=lon,
-        source=source,
-        extra=extra or None,
-        key=f"{round(start * 1000)}/{_e7(lat)}/{_e7(lon)}",
-    )
-
-
 def visit_row(
     start: EpochOffset,
     end: EpochOffset,
@@ -191,7 +137,7 @@ def visit_row(
     if place_id:
         place = place_id
     elif position is not None:
-        place = f"{_e7(position[0])},{_e7(position[1])}"
+        place = f"{e7(position[0])},{e7(position[1])}"
     else:
         raise RecordProblem("visit has neither a placeId nor a position")
     return Row(

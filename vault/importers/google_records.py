@@ -14,14 +14,13 @@ from typing import Any, ClassVar
 
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.google_geo import (
-    RecordProblem,
     e7_position,
     first_key,
     import_lists,
     optional_number,
-    point_row,
     takeout_time,
 )
+from vault.importers.location import RecordProblem, point_row
 
 SOURCE = "Google Takeout Records.json"
 

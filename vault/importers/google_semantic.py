@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.google_geo import (
-    RecordProblem,
     as_dict,
     as_list,
     e7_position,
@@ -23,11 +22,11 @@ from vault.importers.google_geo import (
     import_lists,
     optional_number,
     place_label,
-    point_row,
     takeout_time,
     trip_row,
     visit_row,
 )
+from vault.importers.location import RecordProblem, point_row
 from vault.timeparse import EpochOffset
 
 SOURCE = "Google Semantic Location History"

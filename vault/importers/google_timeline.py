@@ -16,21 +16,19 @@ from typing import Any, ClassVar
 
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.google_geo import (
-    RecordProblem,
     as_dict,
     as_list,
     first_key,
     import_lists,
     iso_time,
-    number,
     optional_latlng,
     optional_number,
     parse_latlng,
     place_label,
-    point_row,
     trip_row,
     visit_row,
 )
+from vault.importers.location import RecordProblem, number, point_row
 from vault.timeparse import EpochOffset
 
 SOURCE = "Google Timeline (Android)"

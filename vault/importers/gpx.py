@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from lxml import etree
 
 from vault.importers.base import Importer, Row, Source, register
-from vault.importers.google_geo import point_row
+from vault.importers.location import RecordProblem, decimal_position, point_row
 from vault.importers.xmlsafe import (
     PARSER_OPTIONS,
     malformed,
@@ -80,10 +80,6 @@ _GPX_HEAD = re.compile(
 )
 
 
-class _BadPoint(ValueError):
-    """A point that cannot be imported; the message says why."""
-
-
 def _local(tag: Any) -> str:
     return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
@@ -93,7 +89,7 @@ def _time(element: etree._Element) -> EpochOffset:
     try:
         return parse_iso8601(text)
     except ValueError:
-        raise _BadPoint(f"<time> is not an ISO 8601 time: {text!r}") from None
+        raise RecordProblem(f"<time> is not an ISO 8601 time: {text!r}") from None
 
 
 def _number(text: str | None, what: str) -> float | int:
@@ -108,7 +104,7 @@ def _number(text: str | None, what: str) -> float | int:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise _BadPoint(f"{what} is not a number: {text!r}")
+        raise RecordProblem(f"{what} is not a number: {text!r}")
     return value
 
 
@@ -130,10 +126,7 @@ class _Document:
 
     def point(self, element: etree._Element, tag: str) -> Row | None:
         """One trkpt/rtept/wpt as a row, or None when it has no time to go by."""
-        lat = float(_number(element.get("lat"), "lat"))
-        lon = float(_number(element.get("lon"), "lon"))
-        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-            raise _BadPoint(f"lat/lon out of range: {lat}, {lon}")
+        position = decimal_position(element.get("lat"), element.get("lon"))
         extra: dict[str, Any] = {"kind": _KINDS[tag]}
         when = None
         for child in element.iterchildren():
@@ -152,11 +145,11 @@ class _Document:
             extra["route"] = self.names["rte"]
         accuracy = extra.pop("accuracy", None)
         if when is not None:
-            return point_row(when, (lat, lon), self.source, accuracy, extra)
+            return point_row(when, position, self.source, accuracy, extra)
         if self.time is None:
             return None
         extra["time_from"] = "metadata"
-        row = point_row(self.time, (lat, lon), self.source, accuracy, extra)
+        row = point_row(self.time, position, self.source, accuracy, extra)
         # Borrowed times are shared: tell a route's points apart from each other and from
         # waypoints by their place in the file (stable when the same file comes again).
         self.borrowed += 1
@@ -181,8 +174,8 @@ class _Document:
         if tag in _KINDS:
             try:
                 row = self.point(element, tag)
-            except _BadPoint as exc:
-                raise _BadPoint(f"<{tag}> {exc}") from None
+            except RecordProblem as exc:
+                raise RecordProblem(f"<{tag}> {exc}") from None
         else:
             parent = element.getparent()
             parent_tag = self.tags.get(parent.tag) if parent is not None else None
@@ -262,7 +255,7 @@ class GpxImporter(Importer):
                         self.skipped += 1
             except etree.XMLSyntaxError as exc:
                 raise malformed(source, exc) from None
-            except _BadPoint as exc:
+            except RecordProblem as exc:
                 line = element.sourceline if element is not None else "?"
                 raise source.refuse(f"line {line}: {exc}") from None
         if self.skipped and not yielded:

@@ -168,7 +168,7 @@ def test_truncated_xml_is_refused_naming_the_line(tmp_path):
 def test_impossible_coordinates_are_refused_naming_the_line(tmp_path):
     problem = refusal(fx.write_gpx(tmp_path, "bad_latitude.gpx"))
 
-    assert problem == "line 4: <trkpt> lat/lon out of range: 95.0, 2.0"
+    assert problem == "line 4: <trkpt> latitude 95.0 out of range"
 
 
 @pytest.mark.parametrize(
