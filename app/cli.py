@@ -42,6 +42,7 @@ COMMANDS = {
     "rewards": "app.commands.requests_cmds:rewards_group",
     "exchange": "app.commands.exchange_cmds:exchange_group",
     "gui": "app.commands.gui_cmd:gui",
+    "demo": "app.commands.demo_cmd:demo",
 }
 
 
