@@ -63,3 +63,8 @@ def zip_sources(path: Path, max_inflate: int = DEFAULT_MAX_INFLATE) -> list[Sour
 def member_name(source: Source) -> str:
     """The member path inside its archive (or the file path for a plain file)."""
     return source.member if source.member is not None else source.name
+
+
+def file_name(source: Source) -> str:
+    """The bare file name of a plain file or an archive member."""
+    return PurePosixPath(source.member).name if source.member else Path(source.name).name

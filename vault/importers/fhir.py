@@ -28,12 +28,12 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import ijson
 
 from vault.errors import ImportRefused
+from vault.importers.archive import file_name
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.jsonstream import EVENT_TYPES, json_type, parsing_json
 from vault.timeparse import EpochOffset, parse_iso8601
@@ -390,8 +390,7 @@ class FhirImporter(Importer):
     def rows(self, source: Source) -> Iterator[Row]:
         """Yield rows for the Observations, Conditions and medications of the bundle."""
         _check_bundle(source)
-        name = PurePosixPath(source.member).name if source.member else Path(source.name).name
-        file_label = f"FHIR bundle {name}"
+        file_label = f"FHIR bundle {file_name(source)}"
         medications: dict[str, tuple[str | None, str | None]] = {}
         with parsing_json(source) as f:
             entries = ijson.items(f, "entry.item", use_float=True)

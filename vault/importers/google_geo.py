@@ -24,8 +24,8 @@ import ijson
 
 from vault.importers.base import Row, Source
 from vault.importers.jsonstream import open_json, parsing_json
-from vault.importers.location import RecordProblem, checked_position, e7, number
-from vault.timeparse import EpochOffset, parse_epoch_ms, parse_iso8601
+from vault.importers.location import RecordProblem, checked_position, e7, iso_time, number
+from vault.timeparse import EpochOffset, parse_epoch_ms
 
 VISITS = "location.visits"
 TRIPS = "location.trips"
@@ -95,16 +95,6 @@ def parse_latlng(value: Any, what: str = "position") -> tuple[float, float]:
 def optional_latlng(value: Any, what: str) -> tuple[float, float] | None:
     """Like :func:`parse_latlng`, but an absent value gives None."""
     return None if value is None else parse_latlng(value, what)
-
-
-def iso_time(value: Any, what: str) -> EpochOffset:
-    """An ISO 8601 timestamp as (UTC epoch seconds, offset minutes)."""
-    if not isinstance(value, str):
-        raise RecordProblem(f"missing {what}" if value is None else f"{what} is not text")
-    try:
-        return parse_iso8601(value)
-    except ValueError:
-        raise RecordProblem(f"{what} is not an ISO 8601 time: {value!r}") from None
 
 
 def takeout_time(obj: dict[str, Any], name: str) -> EpochOffset:

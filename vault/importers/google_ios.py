@@ -9,6 +9,7 @@ path points give minutes after the segment start instead of a time. The segments
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -18,7 +19,6 @@ from vault.importers.google_geo import import_items
 from vault.importers.google_timeline import segment_rows
 
 SOURCE = "Google Timeline (iOS)"
-_BOM = b"\xef\xbb\xbf"
 _LIST_OF_OBJECTS = re.compile(rb"^(?:\xef\xbb\xbf)?\s*\[\s*\{")
 
 
@@ -48,6 +48,6 @@ class GoogleIosImporter(Importer):
 
     def rows(self, source: Source) -> Iterator[Row]:
         """Yield the rows of every segment in the list."""
-        if source.head(64).removeprefix(_BOM).lstrip()[:1] != b"[":
+        if source.head(64).removeprefix(codecs.BOM_UTF8).lstrip()[:1] != b"[":
             raise source.refuse("expected a JSON list of timeline segments")
         return import_items(source, ["item"], _convert)

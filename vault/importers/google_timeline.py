@@ -20,7 +20,6 @@ from vault.importers.google_geo import (
     as_list,
     first_key,
     import_lists,
-    iso_time,
     optional_latlng,
     optional_number,
     parse_latlng,
@@ -28,7 +27,7 @@ from vault.importers.google_geo import (
     trip_row,
     visit_row,
 )
-from vault.importers.location import RecordProblem, number, point_row
+from vault.importers.location import RecordProblem, iso_time, number, point_row
 from vault.timeparse import EpochOffset
 
 SOURCE = "Google Timeline (Android)"

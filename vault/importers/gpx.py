@@ -29,14 +29,14 @@ from typing import Any, ClassVar
 from lxml import etree
 
 from vault.importers.base import Importer, Row, Source, register
-from vault.importers.location import RecordProblem, decimal_position, point_row
+from vault.importers.location import RecordProblem, decimal_position, iso_time, point_row
 from vault.importers.xmlsafe import (
     PARSER_OPTIONS,
     malformed,
     open_xml,
     refuse_parsed_entities,
 )
-from vault.timeparse import EpochOffset, parse_iso8601
+from vault.timeparse import EpochOffset
 
 GPX_VERSIONS = {
     "http://www.topografix.com/GPX/1/0": "1.0",
@@ -85,11 +85,7 @@ def _local(tag: Any) -> str:
 
 
 def _time(element: etree._Element) -> EpochOffset:
-    text = (element.text or "").strip()
-    try:
-        return parse_iso8601(text)
-    except ValueError:
-        raise RecordProblem(f"<time> is not an ISO 8601 time: {text!r}") from None
+    return iso_time((element.text or "").strip(), "<time>")
 
 
 def _number(text: str | None, what: str) -> float | int:

@@ -3,7 +3,9 @@
 Google exports, GPX files and Apple Health workout routes all record the same kind of fact: a
 device was at a position at an instant. :func:`point_row` keys it by
 ``<UTC milliseconds>/<latitude E7>/<longitude E7>``, so the same fix read from two sources is
-one record; the source, accuracy and extras of the first import are the ones kept.
+one record; the source, accuracy and extras of the first import are the ones kept. The checks
+of what makes a fix (numbers, ISO 8601 times, positions on the globe) raise
+:class:`RecordProblem`, which each importer turns into a refusal naming the record or line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from typing import Any
 
 from vault.importers.base import Row
-from vault.timeparse import EpochOffset
+from vault.timeparse import EpochOffset, parse_iso8601
 
 POINTS = "location.points"
 
@@ -46,6 +48,16 @@ def checked_position(lat: float, lon: float) -> tuple[float, float]:
 def decimal_position(lat: str | None, lon: str | None) -> tuple[float, float]:
     """(lat, lon) from decimal-degree text (GPX and Apple attributes); RecordProblem if bad."""
     return checked_position(number(lat, "lat"), number(lon, "lon"))
+
+
+def iso_time(value: Any, what: str) -> EpochOffset:
+    """An ISO 8601 timestamp as (UTC epoch seconds, offset minutes)."""
+    if not isinstance(value, str):
+        raise RecordProblem(f"missing {what}" if value is None else f"{what} is not text")
+    try:
+        return parse_iso8601(value)
+    except ValueError:
+        raise RecordProblem(f"{what} is not an ISO 8601 time: {value!r}") from None
 
 
 def e7(degrees: float) -> int:

@@ -21,6 +21,7 @@ are one record. Refusals name the line (CSV, JSON Lines) or the record number (J
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -29,9 +30,10 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
+from vault.importers.archive import file_name
 from vault.importers.base import Importer, Row, Source, register
 from vault.importers.jsonstream import json_type, object_records, open_json
 from vault.timeparse import EpochOffset, parse_iso8601
@@ -46,7 +48,6 @@ _LOOKS_LIKE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _TIME_SUFFIX = re.compile(r"_(at|on|date|time|timestamp)$")
 _UNNAMED = re.compile(r"^column_\d+$")
 _CLOCK = re.compile(r"^\d{1,2}:\d{2}")
-_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _FHIR_HEAD = re.compile(rb'"resourceType"\s*:')
 
@@ -57,11 +58,6 @@ def snake_case(text: str) -> str:
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
     text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", text)
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def file_name(source: Source) -> str:
-    """The bare file name of a plain file or an archive member."""
-    return PurePosixPath(source.member).name if source.member else Path(source.name).name
 
 
 def dataset_name(source: Source, given: str | None) -> str:
@@ -250,8 +246,8 @@ def _plain_file(source: Source) -> bool:
 def _decoded_lines(source: Source, stream: io.BufferedReader) -> Iterator[str]:
     """Lines as text, refusing the first one that is not UTF-8 (a BOM is dropped)."""
     for number, raw in enumerate(stream, 1):
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM) :]
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -266,10 +262,10 @@ def _head_text(head: bytes) -> str | None:
     if b"\x00" in head:
         return None
     try:
-        return head.removeprefix(_BOM).decode("utf-8")
+        return head.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError as exc:
         if exc.reason == "unexpected end of data" and exc.start >= len(head) - 3:
-            return head[: exc.start].removeprefix(_BOM).decode("utf-8", "replace")
+            return head[: exc.start].removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")
         return None
 
 
@@ -394,7 +390,7 @@ class PreferencesJsonImporter(_PreferencesImporter):
         """
         named = file_name(source).lower().endswith((".json", ".jsonl", ".ndjson"))
         named = named and _plain_file(source)
-        starts = head.removeprefix(_BOM).lstrip()[:1] in (b"[", b"{")
+        starts = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] in (b"[", b"{")
         return named and starts and _FHIR_HEAD.search(head) is None
 
     def rows(self, source: Source) -> Iterator[Row]:
