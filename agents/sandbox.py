@@ -149,9 +149,12 @@ class Sandbox:
             close_fds=True,
         )
         assert self._process.stdin is not None
-        for frame in (json.dumps(config).encode("utf-8"), self._model):
-            self._process.stdin.write(len(frame).to_bytes(8, "little") + frame)
-        self._process.stdin.flush()
+        try:
+            for frame in (json.dumps(config).encode("utf-8"), self._model):
+                self._process.stdin.write(len(frame).to_bytes(8, "little") + frame)
+            self._process.stdin.flush()
+        except OSError:  # the child died before reading its model
+            self._died()
         self.info = self._reply()
 
     def run(self) -> None:
