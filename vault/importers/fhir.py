@@ -7,8 +7,9 @@ in memory. Mapping:
   (``8867-4`` -> ``health.heart_rate`` ...), when it carries a number; a blood pressure panel
   becomes one row per component (systolic, diastolic). Units become Apple's ('mm[Hg]' ->
   'mmHg'), and so does the scale of oxygen saturation (97 % -> 0.97 with unit '%'), so a
-  dataset fed by both sources holds one kind of number. Anything else, and mapped codes
-  without a number, go to ``health.observations`` with the code's display as text.
+  dataset fed by both sources holds one kind of number (see ``fhir_codes``). Anything else,
+  and mapped codes without a number, go to ``health.observations`` with the code's display
+  as text.
 - Condition -> ``health.conditions``; MedicationRequest / MedicationStatement ->
   ``health.medications``.
 - Every other resource (Patient, Encounter, Claim, ...) is skipped unread: names, addresses
@@ -35,63 +36,29 @@ import ijson
 from vault.errors import ImportRefused
 from vault.importers.archive import file_name
 from vault.importers.base import Importer, Row, Source, register
-from vault.importers.jsonstream import EVENT_TYPES, json_type, parsing_json
-from vault.timeparse import EpochOffset, parse_iso8601
-
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
-
-#: LOINC code -> the dataset Apple Health uses for the same measurement.
-LOINC_DATASETS: dict[str, str] = {
-    "29463-7": "health.body_mass",
-    "8867-4": "health.heart_rate",
-    "8302-2": "health.height",
-    "39156-5": "health.body_mass_index",
-    "2708-6": "health.oxygen_saturation",
-    "59408-5": "health.oxygen_saturation",
-    "8310-5": "health.body_temperature",
-    "9279-1": "health.respiratory_rate",
-    "2339-0": "health.blood_glucose",
-    "2345-7": "health.blood_glucose",
-    "55423-8": "health.step_count",
-    "8480-6": "health.blood_pressure_systolic",
-    "8462-4": "health.blood_pressure_diastolic",
-}
-#: Blood pressure panels, split into one row per component (55284-4 is the older code).
-BP_PANELS = frozenset({"85354-9", "55284-4"})
-OTHER_OBSERVATIONS = "health.observations"
-#: Datasets where Apple Health stores a percentage as a fraction (0.97, unit "%").
-PERCENT_AS_FRACTION = frozenset({"health.oxygen_saturation"})
-
-#: UCUM (or common free-text) units -> the unit strings Apple Health writes.
-UNITS: dict[str, str] = dict.fromkeys(
-    ("/min", "{beats}/min", "{breaths}/min", "beats/minute", "breaths/minute", "bpm"), "count/min"
+from vault.importers.fhir_codes import (
+    BP_PANELS,
+    LOINC,
+    LOINC_DATASETS,
+    OTHER_OBSERVATIONS,
+    PERCENT_AS_FRACTION,
+    RXNORM,
+    SNOMED,
+    code_of,
+    codings_of,
+    display_of,
+    fhir_time,
+    loinc_of,
+    measurement_of,
+    reference_of,
+    status_of,
 )
-UNITS |= {"mm[Hg]": "mmHg", "Cel": "degC", "[degF]": "degF", "[lb_av]": "lb", "[in_i]": "in"}
-UNITS |= {"kg/m2": "count", "{steps}": "count", "/d": "count"}  # Apple: BMI and steps are counts
+from vault.importers.jsonstream import EVENT_TYPES, json_type, parsing_json
+from vault.timeparse import EpochOffset
 
 _BUNDLE_HEAD = re.compile(rb'"resourceType"\s*:\s*"Bundle"')
 # A bundle that names its type last (some servers) still shows entries holding resources.
 _ENTRY_HEAD = re.compile(rb'"resource"\s*:\s*\{\s*"resourceType"\s*:')
-_PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
-
-
-def normalise_unit(unit: str | None) -> str | None:
-    """A UCUM unit as Apple Health writes it ('mm[Hg]' -> 'mmHg'); unknown units pass through."""
-    if not unit:
-        return None
-    return UNITS.get(unit, unit)
-
-
-def fhir_time(text: Any) -> EpochOffset:
-    """Parse a FHIR date/dateTime/instant; partial dates ('2019', '2019-05') mean their start."""
-    if not isinstance(text, str):
-        raise ValueError(f"not a date: {text!r}")
-    if _PARTIAL_DATE.match(text):
-        text += "-01" * (3 - text.count("-") - 1)
-    return parse_iso8601(text)
 
 
 @dataclass(slots=True)
@@ -106,55 +73,6 @@ class _Entry:
 
     def where(self) -> str:
         return f"Bundle.entry[{self.index}] ({self.ident})"
-
-
-def _codings(concept: Any) -> list[dict[str, Any]]:
-    if not isinstance(concept, dict):
-        return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
-
-
-def _code(concept: Any, system: str) -> str | None:
-    """The first code of ``system`` in a CodeableConcept."""
-    for coding in _codings(concept):
-        if coding.get("system") == system and coding.get("code"):
-            return str(coding["code"])
-    return None
-
-
-def _loinc(concept: Any) -> str | None:
-    """The LOINC code that decides the dataset: a mapped one when several are listed."""
-    codes = [
-        str(c["code"]) for c in _codings(concept) if c.get("system") == LOINC and c.get("code")
-    ]
-    mapped = [c for c in codes if c in LOINC_DATASETS or c in BP_PANELS]
-    return (mapped or codes or [None])[0]
-
-
-def _display(concept: Any, system: str | None = None) -> str | None:
-    """Human text of a CodeableConcept: its text, else a display (of ``system`` first)."""
-    if not isinstance(concept, dict):
-        return None
-    if concept.get("text"):
-        return str(concept["text"])
-    codings = _codings(concept)
-    preferred = [c for c in codings if c.get("system") == system] + codings
-    for coding in preferred:
-        if coding.get("display"):
-            return str(coding["display"])
-    return None
-
-
-def _status_code(concept: Any) -> str | None:
-    """clinicalStatus / verificationStatus: a CodeableConcept in R4, a bare code in STU3."""
-    if isinstance(concept, str):
-        return concept
-    codings = _codings(concept)
-    return str(codings[0]["code"]) if codings and codings[0].get("code") else None
-
-
-def _reference(ref: Any) -> str | None:
-    return str(ref["reference"]) if isinstance(ref, dict) and ref.get("reference") else None
 
 
 def _time(entry: _Entry, resource: dict[str, Any], field: str) -> EpochOffset | None:
@@ -180,25 +98,6 @@ def _first_time(entry: _Entry, resource: dict[str, Any], *fields: str) -> EpochO
     return None
 
 
-def _measurement(element: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
-    """(number, unit, text) of an Observation's or component's value[x]."""
-    quantity = element.get("valueQuantity")
-    number = quantity.get("value") if isinstance(quantity, dict) else None
-    if isinstance(number, int | float) and not isinstance(number, bool):
-        raw_unit = quantity.get("code") if quantity.get("system") == UCUM else None
-        unit = normalise_unit(raw_unit or quantity.get("unit") or quantity.get("code"))
-        return float(number), unit, None
-    if type(element.get("valueInteger")) is int:
-        return float(element["valueInteger"]), None, None
-    if "valueCodeableConcept" in element:
-        return None, None, _display(element["valueCodeableConcept"], SNOMED)
-    if isinstance(element.get("valueString"), str):
-        return None, None, element["valueString"]
-    if isinstance(element.get("valueBoolean"), bool):
-        return None, None, "true" if element["valueBoolean"] else "false"
-    return None, None, None
-
-
 def _observation_rows(entry: _Entry, res: dict[str, Any]) -> Iterator[Row]:
     if res.get("status") == "entered-in-error":
         return
@@ -208,16 +107,16 @@ def _observation_rows(entry: _Entry, res: dict[str, Any]) -> Iterator[Row]:
     if start is None:
         return
     end = _time(entry, res, "effectivePeriod.end") if "effectivePeriod" in res else None
-    loinc = _loinc(res.get("code"))
+    loinc = loinc_of(res.get("code"))
     common = {
         "status": res.get("status"),
-        "category": [c.get("code") for cat in res.get("category") or [] for c in _codings(cat)],
-        "encounter": _reference(res.get("encounter")),
+        "category": [c.get("code") for cat in res.get("category") or [] for c in codings_of(cat)],
+        "encounter": reference_of(res.get("encounter")),
     }
     components = [c for c in res.get("component") or [] if isinstance(c, dict)]
     if loinc in BP_PANELS and components:
         for number, component in enumerate(components):
-            part = _loinc(component.get("code"))
+            part = loinc_of(component.get("code"))
             suffix = part or f"component{number}"
             parts = {**common, "panel": loinc}
             yield _observation_row(entry, component, part, start, end, parts, suffix)
@@ -238,10 +137,10 @@ def _observation_row(
     common: dict[str, Any],
     suffix: str | None,
 ) -> Row:
-    value, unit, value_text = _measurement(element)
+    value, unit, value_text = measurement_of(element)
     extra = {"loinc": loinc, **common}
     if loinc is None:
-        first = next(iter(_codings(element.get("code"))), None)
+        first = next(iter(codings_of(element.get("code"))), None)
         if first is not None:
             extra["code"] = f"{first.get('system', '')}|{first.get('code', '')}"
     dataset = LOINC_DATASETS.get(loinc or "") if value is not None else None
@@ -251,7 +150,7 @@ def _observation_row(
             value /= 100.0  # Apple writes SpO2 as 0.97 with unit "%"; one scale per dataset
     else:
         # health.observations mixes many codes: the text must say what was observed.
-        dataset, text = OTHER_OBSERVATIONS, _display(element.get("code"), LOINC)
+        dataset, text = OTHER_OBSERVATIONS, display_of(element.get("code"), LOINC)
         if value_text is not None:
             extra["value_text"] = value_text
     key = f"{entry.ident}#{suffix}" if suffix else entry.ident
@@ -284,13 +183,13 @@ def _row(
 
 def _component_summary(component: dict[str, Any]) -> dict[str, Any]:
     code = component.get("code")
-    summary = zip(("value", "unit", "text"), _measurement(component), strict=True)
-    found = {"loinc": _loinc(code), "display": _display(code, LOINC), **dict(summary)}
+    summary = zip(("value", "unit", "text"), measurement_of(component), strict=True)
+    found = {"loinc": loinc_of(code), "display": display_of(code, LOINC), **dict(summary)}
     return {k: v for k, v in found.items() if v is not None}
 
 
 def _condition_row(entry: _Entry, res: dict[str, Any]) -> Row | None:
-    verification = _status_code(res.get("verificationStatus"))
+    verification = status_of(res.get("verificationStatus"))
     if verification == "entered-in-error":
         return None
     start = _first_time(entry, res, "onsetDateTime", "onsetPeriod.start", "recordedDate")
@@ -298,12 +197,12 @@ def _condition_row(entry: _Entry, res: dict[str, Any]) -> Row | None:
         return None
     end = _first_time(entry, res, "abatementDateTime", "abatementPeriod.start")
     extra = {
-        "snomed": _code(res.get("code"), SNOMED),
-        "clinical_status": _status_code(res.get("clinicalStatus")),
+        "snomed": code_of(res.get("code"), SNOMED),
+        "clinical_status": status_of(res.get("clinicalStatus")),
         "verification_status": verification,
-        "encounter": _reference(res.get("encounter")),
+        "encounter": reference_of(res.get("encounter")),
     }
-    return _row(entry, "health.conditions", start, end, _display(res.get("code"), SNOMED), extra)
+    return _row(entry, "health.conditions", start, end, display_of(res.get("code"), SNOMED), extra)
 
 
 def _dosage_text(dosages: Any) -> str | None:
@@ -328,7 +227,7 @@ def _medication_row(
     if start is None:
         return None
     concept = res.get("medicationCodeableConcept")
-    text, rxnorm = _display(concept, RXNORM), _code(concept, RXNORM)
+    text, rxnorm = display_of(concept, RXNORM), code_of(concept, RXNORM)
     reference = res.get("medicationReference")
     if concept is None and isinstance(reference, dict):
         # Synthea writes the Medication resource just before the request that references it;
@@ -343,13 +242,13 @@ def _medication_row(
         "status": res.get("status"),
         "intent": res.get("intent"),
         "dosage": dosage,
-        "encounter": _reference(res.get("encounter") or res.get("context")),
+        "encounter": reference_of(res.get("encounter") or res.get("context")),
     }
     return _row(entry, "health.medications", start, end, text, extra)
 
 
 def _medication_names(res: dict[str, Any]) -> tuple[str | None, str | None]:
-    return _display(res.get("code"), RXNORM), _code(res.get("code"), RXNORM)
+    return display_of(res.get("code"), RXNORM), code_of(res.get("code"), RXNORM)
 
 
 def _check_bundle(source: Source) -> None:

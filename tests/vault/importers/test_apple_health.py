@@ -10,7 +10,8 @@ import pytest
 
 from tests.fixtures import apple_health as fx
 from vault.errors import ImportRefused
-from vault.importers.apple_health import AppleHealthImporter, dataset_for
+from vault.importers.apple_elements import dataset_for
+from vault.importers.apple_health import AppleHealthImporter
 from vault.importers.archive import DEFAULT_MAX_INFLATE
 from vault.importers.base import Importer, Row, Source
 from vault.importers.plan import _plan_zip, plan_import

@@ -13,7 +13,8 @@ from tests.fixtures import fhir as fixtures
 from vault.core import Vault
 from vault.errors import ImportRefused
 from vault.importers.base import Row, Source
-from vault.importers.fhir import FhirImporter, fhir_time, normalise_unit
+from vault.importers.fhir import FhirImporter
+from vault.importers.fhir_codes import fhir_time, normalise_unit
 
 
 def _rows(path: Path) -> list[Row]:
