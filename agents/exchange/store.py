@@ -160,6 +160,10 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA mmap_size={8 * 1024**3}")
+        # Debian builds default to secure_delete=ON, which rewrites every freed page with
+        # zeros: gigabytes per round when aggregated updates are dropped. FAST zeroes what
+        # costs no extra I/O; the freed pages are reused by the next round's updates.
+        conn.execute("PRAGMA secure_delete=FAST")
         return conn
 
     @contextmanager
