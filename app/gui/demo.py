@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QSettings
 
 from app.gui.demo_data import write_demo_files
+from app.gui.demo_exchange import DemoExchange
+from app.gui.exchange_sync import set_exchange_url, sync_requests
 from app.gui.session import SETTINGS_FILE
 from app.gui.worker import CancelledFn, ProgressFn
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from vault.core import Vault
 
 DEMO_PASSPHRASE = "demo tessera walnut harbour"
+HEALTH_DAYS = 120  # what write_demo_files covers
 
 
 class DemoFolder:
@@ -30,16 +33,24 @@ class DemoFolder:
         self.root = Path(self._tmp.name)
         self.vault = self.root / "vault"
         self.inputs = self.root / "inputs"
+        self.exchange: DemoExchange | None = None
 
     def cleanup(self) -> None:
-        """Remove the demo folder and everything in it."""
+        """Stop the demo exchange and remove the demo folder and everything in it."""
+        if self.exchange is not None:
+            self.exchange.stop()
+            self.exchange = None
         self._tmp.cleanup()
 
 
 def create_demo_vault(
-    demo: DemoFolder, progress: ProgressFn | None = None, cancelled: CancelledFn | None = None
+    demo: DemoFolder,
+    progress: ProgressFn | None = None,
+    cancelled: CancelledFn | None = None,
+    exchange: bool = True,
 ) -> Vault:
-    """Create the demo vault and import the synthetic files into it; return it unlocked."""
+    """Create the demo vault, import the synthetic files, and (with ``exchange``) start the
+    demo exchange and fetch its two requests into the inbox; return the vault unlocked."""
     from vault.core import Vault
 
     files = write_demo_files(demo.inputs)
@@ -52,6 +63,11 @@ def create_demo_vault(
             if progress is not None:
                 progress(number, len(files))
             vault.import_path(path, cancelled=cancelled)
+        if exchange:
+            demo.exchange = DemoExchange(demo.root)
+            demo.exchange.post_demo_requests(days=HEALTH_DAYS)
+            set_exchange_url(vault, demo.exchange.url)
+            sync_requests(vault)
     except BaseException:
         vault.close()
         raise

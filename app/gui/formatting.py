@@ -73,13 +73,22 @@ def action_word(action: str) -> str:
     return ACTION_WORDS.get(action, action.replace("_", " ").capitalize())
 
 
-def actor_word(actor: str | None, own_did: str | None) -> str:
-    """'You' for this vault's own identity, else a shortened DID."""
+def actor_word(actor: str | None, own_did: str | None, names: dict[str, str] | None = None) -> str:
+    """'You' for this vault's own identity, an organization's name, else a shortened DID."""
     if not actor:
         return "–"
     if own_did and actor == own_did:
         return "You"
+    if names and actor in names:
+        return names[actor]
     return short_did(actor)
+
+
+def organization_names(vault: object) -> dict[str, str]:
+    """Organization DID -> name, from the requests in the vault's inbox."""
+    from vault import consent as vc
+
+    return {r["issuer"]: r["organization"] for r in vc.list_requests(vault)}
 
 
 def short_did(did: str) -> str:

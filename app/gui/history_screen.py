@@ -23,7 +23,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.errors import show_error
-from app.gui.formatting import action_word, actor_word, dataset_title, local_time, parse_iso
+from app.gui.formatting import (
+    action_word,
+    actor_word,
+    dataset_title,
+    local_time,
+    organization_names,
+    parse_iso,
+)
 from app.gui.session import Session
 from app.gui.widgets import Banner, LazyRefresh, fill_table, screen_header, table
 from app.gui.worker import CancelledFn, ProgressFn
@@ -65,6 +72,7 @@ class HistoryScreen(LazyRefresh, QWidget):
         self.entries: list[dict] = []
         self.shown: list[dict] = []
         self.report: dict | None = None
+        self.names: dict[str, str] = {}
         layout = QVBoxLayout(self)
         layout.addWidget(
             screen_header(
@@ -159,8 +167,11 @@ class HistoryScreen(LazyRefresh, QWidget):
         vault, name = self.session.vault, self.dataset.currentData()
         self.entries = vault.log.entries(name) if vault is not None and name else []
         own = vault.did if vault is not None else None
+        self.names = organization_names(vault) if vault is not None else {}
         self._fill_combo(
-            self.actor, "Everyone", {e["actor"]: actor_word(e["actor"], own) for e in self.entries}
+            self.actor,
+            "Everyone",
+            {e["actor"]: actor_word(e["actor"], own, self.names) for e in self.entries},
         )
         self._fill_combo(
             self.action, "Everything", {e["action"]: action_word(e["action"]) for e in self.entries}
@@ -199,7 +210,7 @@ class HistoryScreen(LazyRefresh, QWidget):
                 [
                     e["seq"] + 1,
                     local_time(e["time"]),
-                    actor_word(e["actor"], own),
+                    actor_word(e["actor"], own, self.names),
                     action_word(e["action"]),
                     e["purpose"],
                     e["rows"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -42,6 +42,7 @@ from app.gui.tasks_screen import TasksScreen
 from app.gui.tray import Tray
 from app.gui.unlock_dialog import UnlockScreen
 
+SYNC_MINUTES = 5
 SCREENS = (
     ("overview", "Overview"),
     ("data", "Data"),
@@ -145,6 +146,10 @@ class MainWindow(QMainWindow):
         self.dataset.history_requested.connect(self.open_history)
         s.data_changed.connect(self.dataset.refresh_soon)
         self.settings.idle_minutes_changed.connect(self.idle.set_minutes)
+        self.requests.synced.connect(self.announce)
+        self.sync_timer = QTimer(self)
+        self.sync_timer.setInterval(SYNC_MINUTES * 60_000)
+        self.sync_timer.timeout.connect(self.background_sync)
         lock = QAction("Lock", self)
         lock.setShortcut(QKeySequence("Ctrl+L"))
         lock.triggered.connect(self.lock)
@@ -176,8 +181,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Unlocked", 3000)
         # Load the importers off the GUI thread now, so the import dialog opens at once later.
         self.session.work.start(preload_importers)
+        self.sync_timer.start()
+        self.background_sync()
 
     def _locked(self) -> None:
+        self.sync_timer.stop()
         self.data_stack.setCurrentWidget(self.data)
         self.show_start()
         self.statusBar().showMessage("Locked: the key was removed from memory.", 5000)
@@ -185,6 +193,33 @@ class MainWindow(QMainWindow):
     def lock(self) -> None:
         """Lock now: running work is cancelled and the key is dropped."""
         self.session.lock()
+
+    def background_sync(self) -> None:
+        """Quietly fetch new requests when an exchange is set; announce the new ones."""
+        from app.gui.exchange_sync import exchange_url, sync_requests
+
+        vault = self.session.vault
+        if vault is None or not exchange_url(vault):
+            return
+
+        def found(result: dict) -> None:
+            self.session.requests_changed.emit()
+            self.announce(result["new"])
+
+        self.session.work.start(
+            lambda _p, _c: sync_requests(vault),
+            found,
+            lambda error: self.notice(f"Could not reach the exchange: {error}"),
+        )
+
+    def announce(self, new: list) -> None:
+        """A tray notification for each newly arrived request."""
+        for item in new:
+            self.tray.notify(
+                "New request",
+                f"{item.get('organization', 'An organization')} asks to learn from your data."
+                " Open Tessera to read it; nothing happens until you decide.",
+            )
 
     def notice(self, text: str) -> None:
         """A short message in the status bar."""

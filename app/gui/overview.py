@@ -17,6 +17,7 @@ from app.gui.formatting import (
     count,
     dataset_title,
     local_time,
+    organization_names,
     short_did,
 )
 from app.gui.session import Session
@@ -50,7 +51,7 @@ class OverviewScreen(LazyRefresh, QWidget):
         grid.setSpacing(12)
         self.data_card = Card("Your data")
         self.requests_card = Card("Requests waiting for you")
-        self.tasks_card = Card("Tasks running")
+        self.tasks_card = Card("Active tasks")
         self.rewards_card = Card("Rewards earned")
         cards = (
             (self.data_card, "data", "See your data"),
@@ -79,6 +80,8 @@ class OverviewScreen(LazyRefresh, QWidget):
         session.unlocked.connect(self.refresh_soon)
         session.data_changed.connect(self.refresh_soon)
         session.history_changed.connect(self.refresh_soon)
+        session.requests_changed.connect(self.refresh_soon)
+        session.tasks_changed.connect(self.refresh_soon)
         session.locked.connect(self.clear)
 
     def refresh(self) -> None:
@@ -97,14 +100,14 @@ class OverviewScreen(LazyRefresh, QWidget):
         self.requests_card.set(*summary.requests)
         self.tasks_card.set(*summary.tasks)
         self.rewards_card.set(*summary.rewards)
-        own = vault.did
+        own, names = vault.did, organization_names(vault)
         fill_table(
             self.recent,
             [
                 [
                     local_time(e["time"]),
                     dataset_title(name),
-                    actor_word(e["actor"], own),
+                    actor_word(e["actor"], own, names),
                     action_word(e["action"]),
                     e["purpose"],
                     e["rows"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.gui.screenshots import Shooter, settle, wait_until
+from app.gui.screenshots import Shooter, wait_until
 
 if TYPE_CHECKING:
     from app.gui.demo import DemoFolder
@@ -31,22 +31,13 @@ def tour(window: MainWindow, shooter: Shooter, demo: DemoFolder | None) -> None:
         wait_until(lambda: window.dataset.chart().stack.currentIndex() == 1, 60)
         shooter.shot(4, "dataset-chart")
     _import_progress(window, shooter, demo)
-    window.show_screen("requests")
-    shooter.shot(6, "requests")
-    _request_detail(window)
-    shooter.shot(7, "request-detail")
-    window.show_screen("consents")
-    shooter.shot(8, "consents")
+    _requests_and_tasks(window, shooter)
     window.show_screen("history")
     if chosen:
         window.history.show_dataset(chosen)
     window.history.verify()
     wait_until(lambda: window.history.report is not None, 60)
     shooter.shot(9, "history-verify")
-    window.show_screen("tasks")
-    shooter.shot(10, "tasks")
-    window.show_screen("rewards")
-    shooter.shot(11, "rewards")
     window.show_screen("settings")
     shooter.shot(12, "settings")
     location = _first(names, "location.points")
@@ -83,12 +74,42 @@ def first_run(window: MainWindow, shooter: Shooter, demo: DemoFolder) -> None:
     session.folder = vault_folder
 
 
-def _request_detail(window: MainWindow) -> None:
-    """Open the first request, if the requests screen has one."""
-    opener = getattr(window.requests, "open_first", None)
-    if opener is not None:
-        opener()
-    settle()
+def _requests_and_tasks(window: MainWindow, shooter: Shooter) -> None:
+    """The inbox, one request, its approval, the training it starts, consents and rewards."""
+    window.show_screen("requests")
+    screen = window.requests
+    screen.open_first()
+    shooter.shot(6, "requests")
+    from app.gui.demo_exchange import REQUESTS
+
+    waiting = [r for r in screen.rows if r["status"] == "pending"]
+    sleep_study = next((r for r in waiting if r["purpose"] == REQUESTS[0]["purpose"]), None)
+    sleep_study = sleep_study or (waiting[0] if waiting else None)
+    if sleep_study is not None:
+        screen.table.selectRow(screen.rows.index(sleep_study))
+    shooter.shot(7, "request-detail")
+    if sleep_study is not None:
+        from app.gui.approve_dialog import ApproveDialog
+        from vault import consent as vc
+
+        vault = window.session.require()
+        request = vc.get_request(vault, sleep_study["id"]).request
+        dialog = ApproveDialog(request, {d["name"] for d in vault.datasets()}, window)
+        dialog.show()
+        shooter.shot(18, "approve-dialog", dialog)
+        dialog.accept()
+        screen.approve(sleep_study["id"], *dialog.choices())
+        window.show_screen("tasks")
+        window.tasks.run_now()
+        wait_until(lambda: window.tasks.worker is None, 180)
+    window.show_screen("consents")
+    shooter.shot(8, "consents")
+    window.show_screen("tasks")
+    shooter.shot(10, "tasks")
+    window.show_screen("rewards")
+    window.rewards.verify()
+    wait_until(lambda: window.rewards.report is not None, 60)
+    shooter.shot(11, "rewards")
 
 
 def _import_progress(window: MainWindow, shooter: Shooter, demo: DemoFolder | None) -> None:

@@ -43,6 +43,8 @@ class Session(QObject):
     locked = Signal()
     data_changed = Signal()  # datasets were imported, exported, deleted
     history_changed = Signal()  # the access log grew
+    requests_changed = Signal()  # the inbox or the consents changed
+    tasks_changed = Signal()  # rounds ran, receipts arrived
     folder_changed = Signal()
 
     def __init__(self, folder: Path, parent: QObject | None = None) -> None:

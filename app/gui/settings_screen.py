@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from importlib import metadata
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -28,7 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.gui.backup_dialog import BackupDialog
 from app.gui.errors import show_error
+from app.gui.exchange_sync import exchange_url, set_exchange_url
 from app.gui.passphrase_dialog import ChangePassphraseDialog
 from app.gui.session import Session
 from app.gui.widgets import LazyRefresh, label, screen_header
@@ -140,15 +142,14 @@ class SettingsScreen(LazyRefresh, QWidget):
         form.addRow("Exchange address:", self.exchange)
         self.device = QComboBox()
         self.device.setAccessibleName("Compute device")
+        self.device.addItem("The best available", "auto")
         self.device.addItem("Processor (CPU)", "cpu")
-        self.device.addItem("Graphics card (CUDA GPU)", "cuda")
+        self.device.addItem("Graphics card (CUDA GPU)", "gpu")
         if not gpu_runtime_installed():
-            self.device.model().item(1).setEnabled(False)
-            self.device.setItemText(1, "Graphics card (needs onnxruntime-gpu)")
+            self.device.model().item(2).setEnabled(False)
+            self.device.setItemText(2, "Graphics card (needs onnxruntime-gpu)")
         form.addRow("Train on:", self.device)
-        self.exchange.editingFinished.connect(
-            lambda: self._save("exchange/url", self.exchange.text().strip())
-        )
+        self.exchange.editingFinished.connect(self._exchange_changed)
         self.device.currentIndexChanged.connect(
             lambda: self._save("compute/device", self.device.currentData())
         )
@@ -160,8 +161,14 @@ class SettingsScreen(LazyRefresh, QWidget):
         self.backup_text = QLabel()
         self.backup_text.setWordWrap(True)
         layout.addWidget(self.backup_text)
+        buttons = QHBoxLayout()
+        self.backup_button = QPushButton("Back up your identity…")
         self.folder_button = QPushButton("Open the vault folder")
-        layout.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignLeft)
+        buttons.addWidget(self.backup_button)
+        buttons.addWidget(self.folder_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.backup_button.clicked.connect(self._backup)
         self.folder_button.clicked.connect(
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.session.folder)))
         )
@@ -183,7 +190,7 @@ class SettingsScreen(LazyRefresh, QWidget):
         self.idle.blockSignals(True)
         self.idle.setValue(round(self.session.idle_minutes()))
         self.idle.blockSignals(False)
-        self.exchange.setText(str(settings.value("exchange/url", "")))
+        self.exchange.setText(exchange_url(vault) or "")
         self.device.blockSignals(True)
         self.device.setCurrentIndex(max(0, self.device.findData(settings.value("compute/device"))))
         self.device.blockSignals(False)
@@ -200,6 +207,18 @@ class SettingsScreen(LazyRefresh, QWidget):
 
     def _save(self, key: str, value: object) -> None:
         self.session.settings().setValue(key, value)
+
+    def _exchange_changed(self) -> None:
+        vault = self.session.vault
+        if vault is not None and self.exchange.text().strip() != (exchange_url(vault) or ""):
+            set_exchange_url(vault, self.exchange.text().strip())
+
+    def _backup(self) -> None:
+        dialog = BackupDialog(self.session, self)
+        if dialog.exec() and dialog.written is not None:
+            QMessageBox.information(
+                self, "Identity backed up", f"Your identity backup was saved to {dialog.written}."
+            )
 
     def _idle_changed(self, minutes: int) -> None:
         self._save("lock/idle_minutes", minutes)

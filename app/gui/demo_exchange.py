@@ -1,0 +1,215 @@
+"""The demo's exchange: a real one (FastAPI + uvicorn) on 127.0.0.1 with one organization and
+two pending training requests, so a new user can walk the whole flow in minutes.
+
+The organization's task packages hold a small linear model written with ``onnx.helper`` (per-
+example squared error and its gradients spelled out in the graph), so the demo needs neither
+torch nor the SDK. Both requests use the catalogue recipe ``daily_activity`` over the demo
+vault's own synthetic health data, and pay in demo credits.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+FEATURES = 6  # daily_activity gives six numbers per day
+BATCH = 8
+ORGANIZATION = "Northwind Sleep Lab"
+REQUESTS = [
+    {
+        "label": "sleep_hours",
+        "purpose": "Learn how daily activity and heart rate relate to how long people sleep.",
+        "datasets": [
+            "health.step_count",
+            "health.active_energy_burned",
+            "health.heart_rate",
+            "health.resting_heart_rate",
+            "health.sleep_analysis",
+        ],
+        "fields": ["steps", "active_energy_kcal", "resting_heart_rate", "mean_heart_rate"],
+        "epsilon": 3.0,
+        "reward": {"per_update": 1.0, "unit": "credits", "cap": 3.0},
+    },
+    {
+        "label": "resting_heart_rate",
+        "purpose": "Study how sleep and movement go with the resting heart rate the next morning.",
+        "datasets": [
+            "health.step_count",
+            "health.distance_walking_running",
+            "health.resting_heart_rate",
+            "health.sleep_analysis",
+        ],
+        "fields": ["steps", "distance_km", "sleep_hours"],
+        "epsilon": 6.0,
+        "reward": {"per_update": 0.5, "unit": "credits", "cap": 1.5},
+    },
+]
+
+
+def linear_model(d: int = FEATURES, batch: int = BATCH) -> bytes:
+    """ONNX: (w [d], b [1], features [B, d], labels [B], mask [B]) -> losses, grad.w, grad.b."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    value, node = oh.make_tensor_value_info, oh.make_node
+    inputs = [
+        value("w", TensorProto.FLOAT, [d]),
+        value("b", TensorProto.FLOAT, [1]),
+        value("features", TensorProto.FLOAT, [batch, d]),
+        value("labels", TensorProto.FLOAT, [batch]),
+        value("mask", TensorProto.FLOAT, [batch]),
+    ]
+    constants = [
+        oh.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        oh.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+    ]
+    nodes = [
+        node("MatMul", ["features", "w"], ["xw"]),
+        node("Add", ["xw", "b"], ["z"]),
+        node("Sub", ["z", "labels"], ["e"]),
+        node("Mul", ["e", "e"], ["squared"]),
+        node("Mul", ["squared", "mask"], ["losses"]),
+        node("Mul", ["e", "two"], ["e2"]),  # d(e²)/dz = 2e
+        node("Mul", ["e2", "mask"], ["dz"]),
+        node("Unsqueeze", ["dz", "axis1"], ["dz_column"]),
+        node("Mul", ["dz_column", "features"], ["grad.w"]),
+        node("Identity", ["dz_column"], ["grad.b"]),
+    ]
+    outputs = [
+        value("losses", TensorProto.FLOAT, [batch]),
+        value("grad.w", TensorProto.FLOAT, [batch, d]),
+        value("grad.b", TensorProto.FLOAT, [batch, 1]),
+    ]
+    graph = oh.make_graph(nodes, "linear_mse", inputs, outputs, initializer=constants)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def task_package(label: str) -> bytes:
+    """A task package (``agents.package`` format) for the linear model predicting ``label``."""
+    import numpy as np
+
+    from agents.package import write_package
+
+    task = {
+        "format": "tessera-task/1",
+        "name": f"linear-{label}",
+        "params": [
+            {"name": "w", "shape": [FEATURES], "dtype": "float32"},
+            {"name": "b", "shape": [1], "dtype": "float32"},
+        ],
+        "batch_size": BATCH,
+        "features": {"recipe": "daily_activity", "shape": [FEATURES], "dtype": "float32"},
+        "label": {"field": label, "dtype": "float32", "classes": None},
+        "loss": "mse",
+        "files": {},
+        "opset": 17,
+        "flops_per_example": 4 * FEATURES,
+        "created_by": "Tessera demo",
+    }
+    params = {"w": np.zeros(FEATURES, np.float32), "b": np.zeros(1, np.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "task.tpkg"
+        write_package(path, task, linear_model(), params)
+        return path.read_bytes()
+
+
+def request_payload(org_jwk: str, address: str, spec: dict[str, Any], days: int) -> dict:
+    """A signed-to-be TrainingRequest over the last ``days`` days."""
+    from identity.keys import did_for
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return {
+        "type": "TrainingRequest",
+        "id": f"req-{uuid.uuid4().hex}",
+        "issuer": did_for(org_jwk),
+        "organization": {"name": ORGANIZATION},
+        "issued": (now - timedelta(minutes=1)).strftime(stamp),
+        "expires": (now + timedelta(days=21)).strftime(stamp),
+        "purpose": spec["purpose"],
+        "datasets": spec["datasets"],
+        "fields": spec["fields"],
+        "time_range": {
+            "from": (now - timedelta(days=days + 2)).strftime(stamp),
+            "to": (now + timedelta(days=1)).strftime(stamp),
+        },
+        "recipe": "daily_activity",
+        "label": spec["label"],
+        "package": address,
+        "rounds": 3,
+        "local_steps": 5,
+        "batch_size": BATCH,
+        "learning_rate": 0.05,
+        "optimizer": "sgd",
+        "privacy": {
+            "epsilon": spec["epsilon"],
+            "delta": 1e-5,
+            "clip_norm": 1.0,
+            "noise_multiplier": 1.1,
+        },
+        "reward": spec["reward"],
+        "aggregation": {
+            "strategy": "fedavg",
+            "min_updates": 1,
+            "round_seconds": 60,
+            "max_update_norm": 10.0,
+        },
+    }
+
+
+class DemoExchange:
+    """An exchange on a free loopback port, for as long as the demo runs."""
+
+    def __init__(self, folder: Path) -> None:
+        import secrets
+
+        import uvicorn
+
+        from agents.exchange.server import create_app
+
+        self.app = create_app(f"sqlite:///{folder / 'exchange.db'}", secret=secrets.token_bytes(32))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="demo-exchange", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the demo exchange did not start")
+            time.sleep(0.02)
+
+    def post_demo_requests(self, days: int) -> list[str]:
+        """Admit the demo organization and post its two requests; return their ids."""
+        from agents.exchange.client import ExchangeClient
+        from agents.package import package_address
+        from identity.keys import did_for, generate_key, jws_sign
+
+        org = generate_key()
+        self.app.state.store.admit(did_for(org), ORGANIZATION)
+        client = ExchangeClient(self.url, org)
+        ids = []
+        for spec in REQUESTS:
+            package = task_package(spec["label"])
+            payload = request_payload(org, package_address(package), spec, days)
+            ids.append(client.post_request(jws_sign(org, payload), package))
+        return ids
+
+    def stop(self) -> None:
+        """Stop serving and close the exchange's database."""
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.app.state.store.close()
