@@ -118,11 +118,13 @@ def create_app(
     specs: dict[str, dict[str, Any]] = {}  # requests never change once posted
 
     def request_info(request_id: str) -> dict[str, Any]:
+        """The immutable parts of a request (round state is always read fresh)."""
         if request_id not in specs:
             with store.db.transaction(write=False) as tx:
                 row = store.request(tx, request_id)
-            row["size"] = sum(math.prod(e["shape"]) for e in row["spec"])
-            specs[request_id] = row
+            info = {k: row[k] for k in ("id", "issuer", "jws", "payload", "package", "spec")}
+            info["size"] = sum(math.prod(e["shape"]) for e in row["spec"])
+            specs[request_id] = info
         return specs[request_id]
 
     def update_limit(request: Request) -> int:
@@ -405,6 +407,10 @@ def create_app(
                 raise MessageRefused("the update names another request")
             if payload["package"] != info["package"]:
                 raise MessageRefused("the update is for another package")
+            # cheap check first: strangers never get megabytes decoded or rows recorded
+            problem = store.consent_problem(request_id, signer, payload["consent"], clock())
+            if problem:
+                raise Refused(problem, 403)
             flat = decode_delta(payload["delta"], info["spec"])
             norm = update_norm(flat)
             bound = info["payload"]["aggregation"]["max_update_norm"]
@@ -425,8 +431,9 @@ def create_app(
                 clock(),
             )
         except (MessageRefused, Refused) as exc:
-            status_code = getattr(exc, "status", 400)
-            if status_code != 503:  # "busy, retry" is not a verdict on the update
+            # kept for the organization's status view: verdicts on updates from vaults it
+            # asked; not "busy, retry" (503) and not strangers or revoked consents (403)
+            if getattr(exc, "status", 400) not in (403, 503):
                 store.record_rejection(request_id, round_index, signer, str(exc), jws_hash, clock())
             raise
         background.add_task(advance, request_id)

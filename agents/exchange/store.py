@@ -404,6 +404,13 @@ class Store:
                 (jws, consent_id),
             )
 
+    def consent_problem(
+        self, request_id: str, subject: str, consent_id: str, now: float
+    ) -> str | None:
+        """Why ``consent_id`` does not let ``subject`` send updates for the request, or None."""
+        with self.db.transaction(write=False) as tx:
+            return _consent_problem(tx, request_id, subject, consent_id, now)
+
     def has_consent(self, tx: Tx, request_id: str, subject: str, now: float) -> bool:
         """Whether ``subject`` holds an active consent for the request."""
         return (
@@ -462,16 +469,9 @@ class Store:
             if first is not None:  # a retry of an update already taken: same answer, once
                 return {"accepted": True, "receipt": first[1], "round": first[0]}
             _check_round_open(request, update["round"], now)
-            consent = tx.one(
-                "SELECT request_id, subject, revoked, expires FROM consents WHERE id = ?",
-                (update["consent"],),
-            )
-            if consent is None or consent[0] != request_id or consent[1] != vault:
-                raise Refused("no consent from this vault for this request is recorded", 403)
-            if consent[2]:
-                raise Refused("the consent was revoked", 403)
-            if consent[3] <= now:
-                raise Refused("the consent has expired", 403)
+            problem = _consent_problem(tx, request_id, vault, update["consent"], now)
+            if problem:
+                raise Refused(problem, 403)
             if tx.one(
                 "SELECT 1 FROM updates WHERE request_id = ? AND round = ? AND vault = ?"
                 " AND accepted = 1",
@@ -656,6 +656,21 @@ class Store:
             if round_index in rounds:
                 rounds[round_index]["aggregation_seconds"] = seconds
         return [rounds[k] for k in sorted(rounds)]
+
+
+def _consent_problem(
+    tx: Tx, request_id: str, subject: str, consent_id: str, now: float
+) -> str | None:
+    consent = tx.one(
+        "SELECT request_id, subject, revoked, expires FROM consents WHERE id = ?", (consent_id,)
+    )
+    if consent is None or consent[0] != request_id or consent[1] != subject:
+        return "no consent from this vault for this request is recorded"
+    if consent[2]:
+        return "the consent was revoked"
+    if consent[3] <= now:
+        return "the consent has expired"
+    return None
 
 
 def _check_round_open(request: dict[str, Any], round_index: int, now: float) -> None:

@@ -52,9 +52,28 @@ def exchange_group() -> None:
     """Run an exchange between organizations and vaults."""
 
 
+def app_from_env() -> object:
+    """The exchange app from $TESSERA_EXCHANGE_DB and $TESSERA_EXCHANGE_SECRET_FILE.
+
+    uvicorn imports this factory in each worker process when ``--workers`` is above 1.
+    """
+    from agents.exchange.server import create_app
+    from agents.exchange.store import load_secret
+
+    db_url = default_db()
+    return create_app(db_url, secret=load_secret(default_secret_file(db_url)))
+
+
 @exchange_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8700, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes (they share the database; rounds are claimed in it).",
+)
 @db_option
 @click.option(
     "--secret-file",
@@ -62,17 +81,21 @@ def exchange_group() -> None:
     default=None,
     help="32-byte file that wraps organization keys (created 0600 if missing).",
 )
-def serve(host: str, port: int, db_url: str | None, secret_file: Path | None) -> None:
+def serve(host: str, port: int, workers: int, db_url: str | None, secret_file: Path | None) -> None:
     """Serve the exchange API (OpenAPI schema at /openapi.json)."""
     import uvicorn
 
-    from agents.exchange.server import create_app
-    from agents.exchange.store import load_secret
+    from agents.exchange.store import Store, load_secret
 
     db_url = db_url or default_db()
-    secret = load_secret(secret_file or default_secret_file(db_url))
+    secret_path = secret_file or default_secret_file(db_url)
+    load_secret(secret_path)  # create it once here, not racing in several workers
+    Store(db_url).close()  # and the schema
+    os.environ[DB_ENV] = db_url
+    os.environ[SECRET_ENV] = str(secret_path)
     click.echo(f"Exchange on http://{host}:{port} (database {db_url.split('?')[0]})", err=True)
-    uvicorn.run(create_app(db_url, secret=secret), host=host, port=port, log_level="info")
+    target = "app.commands.exchange_cmds:app_from_env"
+    uvicorn.run(target, factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 @exchange_group.command("admit")
