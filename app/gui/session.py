@@ -52,6 +52,8 @@ class Session(QObject):
         self.folder = folder
         self.vault: Vault | None = None
         self.work = WorkQueue(self)
+        self._closing: list[Vault] = []  # locked, waiting for running work to return
+        self.work.idle.connect(self._close_pending)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -81,14 +83,25 @@ class Session(QObject):
         self.unlocked.emit()
 
     def lock(self) -> None:
-        """Stop running work, close the Vault (dropping the key) and tell the screens."""
+        """Stop running work, close the Vault (dropping the key) and tell the screens.
+
+        The screens forget everything at once. Work that cannot stop mid-step (a training
+        round in the sandbox) is cancelled and the Vault closes as soon as it returns; closing
+        the database under a running statement is never safe.
+        """
         if self.vault is None:
             return
-        # Imports roll back when cancelled; give them time to reach their next check.
-        self.work.cancel_all()
         vault, self.vault = self.vault, None
-        vault.close()
+        # Imports roll back when cancelled; give them time to reach their next check.
+        if self.work.cancel_all(wait_ms=3000):
+            vault.close()
+        else:
+            self._closing.append(vault)
         self.locked.emit()
+
+    def _close_pending(self) -> None:
+        while self._closing:
+            self._closing.pop().close()
 
     # -- settings that belong to this vault folder (not secret) --------------------------
 

@@ -6,6 +6,7 @@ Qt 6 scales for high-DPI screens by itself; we only ask it not to round fraction
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -29,9 +30,6 @@ QLabel[role="big"] { font-size: 20pt; font-weight: 600; }
 QLabel[role="code"] { font-family: monospace; font-size: 14pt; letter-spacing: 1px; }
 QFrame[role="card"] { background: palette(base); border: 1px solid palette(mid);
                       border-radius: 8px; }
-QFrame[role="banner-ok"] { background: #e3f1e4; border: 1px solid #2e7d32; border-radius: 6px; }
-QFrame[role="banner-bad"] { background: #fbe4e4; border: 1px solid #c62828; border-radius: 6px; }
-QFrame[role="banner-ok"] QLabel, QFrame[role="banner-bad"] QLabel { color: #1b1b1b; }
 QPushButton { padding: 5px 14px; }
 QPushButton[role="primary"] { font-weight: 600; }
 """
@@ -73,7 +71,10 @@ def light_palette(app: QApplication) -> QPalette:
 
 
 def is_dark() -> bool:
-    """True when the system prefers a dark colour scheme."""
+    """True when the system prefers a dark colour scheme ($TESSERA_THEME=dark|light overrides)."""
+    forced = os.environ.get("TESSERA_THEME", "").lower()
+    if forced in ("dark", "light"):
+        return forced == "dark"
     return QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
 
 

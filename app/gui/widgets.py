@@ -106,11 +106,24 @@ class Banner(QFrame):
         layout.addWidget(self.text, 1)
         self.hide()
 
+    # (background, border, text) for light and dark palettes: readable in both.
+    COLORS = {
+        (True, False): ("#e3f1e4", "#2e7d32", "#1b1b1b"),
+        (False, False): ("#fbe4e4", "#c62828", "#1b1b1b"),
+        (True, True): ("#1f3a24", "#4caf50", "#e6f4e7"),
+        (False, True): ("#4a2020", "#ef5350", "#fde8e8"),
+    }
+
     def show_result(self, ok: bool, text: str) -> None:
         """Show ``text`` styled as success or failure."""
+        from app.gui.style import is_dark
+
+        background, border, color = self.COLORS[(ok, is_dark())]
         self.setProperty("role", "banner-ok" if ok else "banner-bad")
-        self.style().unpolish(self)
-        self.style().polish(self)
+        self.setStyleSheet(
+            f"Banner {{ background: {background}; border: 1px solid {border};"
+            f" border-radius: 6px; }} QLabel {{ color: {color}; }}"
+        )
         self.text.setText(text)
         self.setAccessibleName(text)
         self.show()
