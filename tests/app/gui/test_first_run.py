@@ -57,3 +57,18 @@ def test_weak_passphrase_cannot_be_used(qtbot, window) -> None:  # noqa: F811
     assert not screen.fields.acceptable()
     assert not screen.create_vault_button.isEnabled()
     assert screen.fields.hint.text()
+
+
+def test_try_the_demo(qtbot, window) -> None:  # noqa: F811
+    """The demo button builds a throwaway vault with data and two waiting requests."""
+    qtbot.mouseClick(window.first_run.demo_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(window.session.is_unlocked, timeout=60_000)
+    try:
+        assert window.demo is not None and window.demo.exchange is not None
+        assert window.session.folder == window.demo.vault  # never the real vault folder
+        assert window.overview.requests_card.value.text() == "2"
+        window.show_screen("data")
+        assert "health.step_count" in window.data.names
+    finally:
+        window.close()  # stops the demo exchange and removes the folder
+    assert window.demo is None
