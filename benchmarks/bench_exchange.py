@@ -5,11 +5,11 @@ For each database (SQLite; PostgreSQL too when TESSERA_TEST_POSTGRES_URL is set,
 in its own process, admit an organization, post a request for a model of ``--params`` float32
 parameters with ``min_updates = N``, record N consents, then let ``--clients`` client processes
 submit one signed update per simulated vault with :class:`agents.exchange.client.ExchangeClient`.
-The N-th update triggers the aggregation inline; its time is what the exchange records in the
-round status. Reported per run: accepted updates per second (wall time of the submission phase
-minus the aggregation, client signing included: clients and server share the same cores), the
-aggregation time, the cleanup of the round's stored updates, and a correctness check of the
-published model against numpy. Output: one JSON object on stdout.
+The N-th update makes the round due and the exchange aggregates it in the background; the time
+it records in the round status is reported. Reported per run: accepted updates per second (wall
+time of the submission phase, client signing included: clients and server share the same
+cores), the server's own CPU seconds per update, the aggregation time, and a correctness check
+of the published model against numpy. Output: one JSON object on stdout.
 
     .venv/bin/python benchmarks/bench_exchange.py [--updates 100,1000] [--params 1000000]
         [--strategy fedavg|trimmed_mean|median] [--clients 2]
@@ -250,7 +250,12 @@ def run(kind: str, n: int, size: int, strategy: str, clients: int) -> dict[str, 
                 results = pool.map(_submit_worker, jobs)
                 submit_s = time.perf_counter() - started
                 cpu_after = _cpu_seconds(pid)
+            # the exchange aggregates in the background once the N-th update is in
+            deadline = time.monotonic() + 900
             status = org.status(request["id"])
+            while status["round"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status = org.status(request["id"])
             model = org.model(request["id"])["w"].ravel()
     aggregation_s = status["per_round"][0]["aggregation_seconds"]
     patterns = _patterns(size)
@@ -275,16 +280,16 @@ def run(kind: str, n: int, size: int, strategy: str, clients: int) -> dict[str, 
         "strategy": strategy,
         "accepted": accepted,
         "round_advanced": status["round"] == 1,
-        "updates_per_s": round(accepted / max(submit_s - (aggregation_s or 0.0), 1e-9), 2),
+        "updates_per_s": round(accepted / submit_s, 2),
         "submit_phase_s": round(submit_s, 2),
         "aggregation_s": round(aggregation_s, 3) if aggregation_s is not None else None,
         "client_sign_s_per_update": round(sum(r["sign_s"] for r in results) / n, 4),
         "client_roundtrip_s_per_update": round(sum(r["send_s"] for r in results) / n, 4),
         "consents_s": round(consents_s, 2),
-        # the exchange's own CPU per update (verify, decode, check, store; aggregation
-        # included), i.e. what one server core can take regardless of the clients
+        # the exchange's own CPU per update (verify, decode, check, store), i.e. what one
+        # server core can take regardless of the clients
         "server_cpu_s_per_update": (
-            round((cpu_after - cpu_before - (aggregation_s or 0.0)) / n, 4)
+            round((cpu_after - cpu_before) / n, 4)
             if cpu_before is not None and cpu_after is not None
             else None
         ),
@@ -319,7 +324,11 @@ def main() -> None:
                 },
                 "postgresql": bool(os.environ.get(PG_ENV)),
                 "target": "1000 updates of 1M params aggregated in < 10 s",
-                "target_met": all(r["aggregation_s"] < 10 for r in target) if target else None,
+                "target_met": (
+                    all(r["aggregation_s"] is not None and r["aggregation_s"] < 10 for r in target)
+                    if target
+                    else None
+                ),
                 "runs": runs,
             },
             indent=2,

@@ -48,9 +48,12 @@ second update in the same round is refused as a duplicate. Rejections are HTTP 4
 Rounds are numbered from 0. ``round`` is the open round; after round ``rounds - 1`` is
 aggregated the request is closed (``closed: true``, ``round == rounds``). A round is
 aggregated when ``min_updates`` updates were accepted, or when ``round_seconds`` have passed
-since it opened and at least one update was accepted (checked on every update and on every
-round/status fetch); a round that times out with no update gets a fresh deadline. A request
-past its ``expires`` is closed. FedAvg weighs each update by its ``examples`` (clamped to
+since it opened and at least one update was accepted (checked after every update and every
+round/params/status/model fetch, in the background: the answer does not wait for it, so the
+next fetch shows the new round); a round that times out with no update gets a fresh deadline.
+While a round is being aggregated its updates are answered 503 (the client retries; after
+that the round is closed and a late update gets 409). A request past its ``expires`` is
+closed. FedAvg weighs each update by its ``examples`` (clamped to
 ``local_steps * batch_size``); trimmed mean and median are unweighted and coordinate-wise.
 
 Reward receipt (JWS by the organization's key, held by the exchange on its behalf)::
