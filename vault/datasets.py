@@ -33,17 +33,64 @@ EXPORT_COLUMNS = (
 )
 
 
-def refresh_stats(conn: Connection, dataset_id: int) -> None:
-    """Recompute the cached statistics of one dataset (inside the caller's transaction)."""
-    conn.execute(
-        """INSERT OR REPLACE INTO dataset_stats
-           SELECT ?, count(*), min(start), max(coalesce(end, start)), sum(value), min(value),
-                  max(value), count(value), min(lat), min(lon), max(lat), max(lon),
-                  (SELECT unit FROM records WHERE dataset_id = ?1 AND unit IS NOT NULL
-                   GROUP BY unit ORDER BY count(*) DESC LIMIT 1)
-           FROM records WHERE dataset_id = ?1""",
+_AGGREGATES = """count(*), min(start), max(coalesce(end, start)), sum(value), min(value),
+    max(value), count(value), min(lat), min(lon), max(lat), max(lon)"""
+
+
+def refresh_stats(conn: Connection, dataset_id: int, after_id: int = 0) -> None:
+    """Bring the cached statistics of one dataset up to date (in the caller's transaction).
+
+    With ``after_id`` only records whose id is greater are read and merged into the cached
+    figures: new rows always get higher ids, so an import into a dataset of millions scans just
+    what it added. Without it the whole dataset is recomputed.
+    """
+    new = conn.execute(
+        # "+dataset_id" keeps SQLite on the rowid range instead of the whole dataset's index.
+        f"SELECT {_AGGREGATES} FROM records WHERE +dataset_id = ? AND id > ?",
+        (dataset_id, after_id),
+    ).fetchone()
+    old = conn.execute(
+        "SELECT records, first, last, sum, min, max, count_value, min_lat, min_lon, max_lat,"
+        " max_lon, unit FROM dataset_stats WHERE dataset_id = ?",
         (dataset_id,),
+    ).fetchone()
+    if after_id == 0 or old is None:
+        old = (0, *(None,) * 5, 0, *(None,) * 5)
+    count, first, last, total, low, high, counted, *bbox = new
+    merged = (
+        old[0] + count,
+        _pick(min, old[1], first),
+        _pick(max, old[2], last),
+        _pick(lambda a, b: a + b, old[3], total),
+        _pick(min, old[4], low),
+        _pick(max, old[5], high),
+        old[6] + counted,
+        _pick(min, old[7], bbox[0]),
+        _pick(min, old[8], bbox[1]),
+        _pick(max, old[9], bbox[2]),
+        _pick(max, old[10], bbox[3]),
+        old[11] or _common_unit(conn, dataset_id, after_id),
     )
+    conn.execute(
+        "INSERT OR REPLACE INTO dataset_stats VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (dataset_id, *merged),
+    )
+
+
+def _pick(combine, a, b):  # type: ignore[no-untyped-def]
+    """Combine two optional figures; None means 'no value' on either side."""
+    if a is None:
+        return b
+    return a if b is None else combine(a, b)
+
+
+def _common_unit(conn: Connection, dataset_id: int, after_id: int) -> str | None:
+    row = conn.execute(
+        "SELECT unit FROM records WHERE +dataset_id = ? AND id > ? AND unit IS NOT NULL"
+        " GROUP BY unit ORDER BY count(*) DESC LIMIT 1",
+        (dataset_id, after_id),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def dataset_id(conn: Connection, name: str) -> int:

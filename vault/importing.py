@@ -64,6 +64,8 @@ def run_import(
         "INSERT INTO imports (file, format, started) VALUES (?, ?, ?)",
         (path.name, ",".join(sorted({p.importer.name for p in planned})), time.time()),
     ).lastrowid
+    # New records get ids above this, so statistics can be merged from just the new rows.
+    last_id = conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()[0]
     writer = BulkWriter(conn, import_id)
     done = 0
 
@@ -84,7 +86,7 @@ def run_import(
         done += current.source.size
     tallies = writer.tallies
     for name, tally in tallies.items():
-        refresh_stats(conn, writer.dataset_id(name))
+        refresh_stats(conn, writer.dataset_id(name), after_id=last_id)
         vault.log.append(
             name,
             "import",

@@ -138,3 +138,20 @@ def test_secrets_never_reach_debug_output(tessera, vault_dir: Path) -> None:
     combined = failed.out + failed.err
     assert PASSPHRASE not in combined and "wrong one" not in combined
     assert data_key_file["passphrase"]["wrapped"] not in combined
+
+
+def test_statistics_merge_across_imports_like_a_full_recount(vault: Vault, tmp_path: Path) -> None:
+    from vault.datasets import dataset_id, refresh_stats
+
+    first = tmp_path / "scores.csv"
+    first.write_text("date,score\n2024-01-01,3\n2024-01-02,9\n", encoding="utf-8")
+    second = tmp_path / "scores2.csv"
+    second.write_text("date,score\n2023-12-31,-4\n2024-02-01,5.5\n", encoding="utf-8")
+    vault.import_path(first, dataset="scores")
+    vault.import_path(second, dataset="scores")
+    merged = vault.stats("preferences.scores")
+    with vault.transaction():
+        refresh_stats(vault.conn, dataset_id(vault.conn, "preferences.scores"))
+    assert vault.stats("preferences.scores") == merged
+    assert merged["records"] == 4 and merged["min"] == -4 and merged["max"] == 9
+    assert merged["first"] == "2023-12-31T00:00:00Z"
