@@ -99,7 +99,12 @@ class Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement; return the cursor."""
         cursor = self.conn.cursor()
-        cursor.execute(self._sql(sql), tuple(params))
+        if self.dialect == "postgresql":
+            # binary results: bytea would otherwise travel hex-encoded, twice its size, and
+            # be decoded in Python (aggregation reads gigabytes of it)
+            cursor.execute(self._sql(sql), tuple(params), binary=True)
+        else:
+            cursor.execute(self._sql(sql), tuple(params))
         return cursor
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
