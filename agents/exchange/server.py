@@ -190,8 +190,8 @@ def create_app(
             info = request_info(request_id)
             strategy = strategy_for(info["payload"])
             inputs = RoundInputs(examples=work["examples"], norms=work["norms"])
-            with store.round_chunks(request_id, work["round"], work["ids"], info["size"]) as cs:
-                delta = strategy.aggregate(cs, inputs, info["size"])
+            chunks = store.round_chunks(request_id, work["round"], work["ids"], info["size"])
+            delta = strategy.aggregate(chunks, inputs, info["size"])
             params = np.frombuffer(store.params(request_id, work["round"]), dtype="<f4") + delta
             seconds = time.perf_counter() - started
             store.finish_aggregation(request_id, work["round"], params.tobytes(), clock(), seconds)

@@ -20,7 +20,9 @@ import queue
 import secrets
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -552,32 +554,40 @@ class Store:
             "norms": np.array([row[2] for row in rows], dtype=np.float64),
         }
 
-    @contextmanager
     def round_chunks(
-        self, request_id: str, round_index: int, ids: list[str], size: int
-    ) -> Iterator[Iterator[tuple[int, np.ndarray]]]:
-        """Stream ``(offset, rows)`` coordinate chunks of the given updates, in ``ids`` order."""
+        self, request_id: str, round_index: int, ids: list[str], size: int, readers: int = 2
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream ``(offset, rows)`` coordinate chunks of the given updates, in ``ids`` order.
+
+        ``readers`` threads read ahead, each on its own connection (PostgreSQL serves them in
+        parallel). A claimed round's chunks no longer change, so no shared snapshot is needed.
+        """
         index = {update_id: i for i, update_id in enumerate(ids)}
-        with self.db.transaction(write=False) as tx:
 
-            def chunks() -> Iterator[tuple[int, np.ndarray]]:
-                for number, offset in enumerate(range(0, size, CHUNK)):
-                    width = min(CHUNK, size - offset)
-                    rows = np.empty((len(ids), width), dtype=np.float32)
-                    seen = 0
-                    for update_id, data in tx.execute(
-                        "SELECT update_id, data FROM chunks WHERE request_id = ? AND round = ?"
-                        " AND chunk = ?",
-                        (request_id, round_index, number),
-                    ):
-                        if update_id in index:
-                            rows[index[update_id]] = np.frombuffer(data, dtype="<f4")
-                            seen += 1
-                    if seen != len(ids):
-                        raise TesseraError(f"chunk {number} of round {round_index} is incomplete")
-                    yield offset, rows
+        def read(number: int, offset: int) -> tuple[int, np.ndarray]:
+            rows = np.empty((len(ids), min(CHUNK, size - offset)), dtype=np.float32)
+            seen = 0
+            with self.db.transaction(write=False) as tx:
+                for update_id, data in tx.execute(
+                    "SELECT update_id, data FROM chunks WHERE request_id = ? AND round = ?"
+                    " AND chunk = ?",
+                    (request_id, round_index, number),
+                ):
+                    if update_id in index:
+                        rows[index[update_id]] = np.frombuffer(data, dtype="<f4")
+                        seen += 1
+            if seen != len(ids):
+                raise TesseraError(f"chunk {number} of round {round_index} is incomplete")
+            return offset, rows
 
-            yield chunks()
+        with ThreadPoolExecutor(max_workers=readers) as pool:
+            pending: deque[Future[tuple[int, np.ndarray]]] = deque()
+            for number, offset in enumerate(range(0, size, CHUNK)):
+                pending.append(pool.submit(read, number, offset))
+                if len(pending) > readers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def finish_aggregation(
         self, request_id: str, round_index: int, params: bytes, now: float, seconds: float
