@@ -94,6 +94,17 @@ def _field(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _body(required: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
+    """OpenAPI request body for a route that reads its JSON body itself (it is signed)."""
+    fields = {**required, **(optional or {})}
+    schema = {
+        "type": "object",
+        "required": list(required),
+        "properties": {k: {"type": "string", "description": v} for k, v in fields.items()},
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def params_npz(spec: list[dict[str, Any]], flat: np.ndarray) -> bytes:
     """Flat float32 parameters as .npz bytes, one array per task.json parameter."""
     arrays: dict[str, np.ndarray] = {}
@@ -250,7 +261,14 @@ def create_app(
 
     # ------------------------------------------------------------ organizations
 
-    @app.post("/v1/requests", summary="Post a signed training request with its task package")
+    @app.post(
+        "/v1/requests",
+        summary="Post a signed training request with its task package",
+        openapi_extra=_body(
+            {"request": "TrainingRequest JWS", "package": "base64 of the .tpkg bytes"},
+            {"reward_key": "the organization's JWK, for signing reward receipts"},
+        ),
+    )
     def post_request(caller: Caller = signed(POST_REQUEST_LIMIT)) -> dict[str, Any]:
         org_only(caller)
         data = caller.json()
@@ -330,7 +348,11 @@ def create_app(
             raise Refused(f"no package {address}", 404)
         return Response(data, media_type=NPZ)
 
-    @app.post("/v1/consents", summary="Record a consent receipt signed by its subject")
+    @app.post(
+        "/v1/consents",
+        summary="Record a consent receipt signed by its subject",
+        openapi_extra=_body({"consent": "ConsentReceipt JWS"}),
+    )
     def consent(caller: Caller = signed(JSON_LIMIT)) -> dict[str, Any]:
         token = _field(caller.json(), "consent")
         signer, payload = _verified(token, "consent")
@@ -353,7 +375,11 @@ def create_app(
         store.add_consent(payload, token, expires)
         return {"recorded": True, "id": payload["id"]}
 
-    @app.post("/v1/revocations", summary="Revoke a consent (signed by its subject)")
+    @app.post(
+        "/v1/revocations",
+        summary="Revoke a consent (signed by its subject)",
+        openapi_extra=_body({"revocation": "ConsentRevocation JWS"}),
+    )
     def revocation(caller: Caller = signed(JSON_LIMIT)) -> dict[str, Any]:
         token = _field(caller.json(), "revocation")
         signer, payload = _verified(token, "revocation")
@@ -387,7 +413,11 @@ def create_app(
         flat = np.frombuffer(store.params(request_id, round_index), dtype="<f4")
         return Response(params_npz(info["spec"], flat), media_type=NPZ)
 
-    @app.post("/v1/requests/{request_id}/updates", summary="Submit a signed model update")
+    @app.post(
+        "/v1/requests/{request_id}/updates",
+        summary="Submit a signed model update (JSON, or the bare JWS as application/jose)",
+        openapi_extra=_body({"update": "the signed round result JWS"}),
+    )
     def submit_update(
         request_id: str, background: BackgroundTasks, caller: Caller = signed(update_limit)
     ) -> dict[str, Any]:
