@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from identity.keys import did_for, jws_sign, jws_verify
+from identity.receipts import verify_receipt_chain
 from vault.errors import VerificationFailed
 from vault.timeparse import iso_utc, parse_iso8601
 
@@ -409,12 +410,10 @@ def check_receipt_chains(
 ) -> list[str]:
     """Problems with a person's receipts, one chain per organization (empty when all verify).
 
-    Each chain is checked by the exchange's own rule (``agents.exchange.rewards``): seq from 0
-    without gaps, ``prev`` the previous receipt's hash, ids unique, and with ``terms`` (request
+    Each chain is checked by the rule the exchange issues by (``identity.receipts``): seq from
+    0 without gaps, ``prev`` the previous receipt's hash, ids unique, and with ``terms`` (request
     id -> the request's ``reward``) every amount as the terms say, the total within the cap.
     """
-    from agents.exchange.rewards import verify_receipt_chain
-
     chains: dict[tuple[str, str], list[RewardReceipt]] = {}
     for receipt in receipts:
         chains.setdefault((receipt.organization, receipt.person), []).append(receipt)

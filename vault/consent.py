@@ -1,10 +1,10 @@
 """Consent decisions and the consent-scoped reader (the requests inbox is re-exported).
 
-Requests enter verified through `vault.inbox`. The person then approves (a consent receipt
-signed by the vault DID, logged as ``consent`` on each dataset) or denies (stored as denied; no
-dataset is touched, so no dataset log changes). Revoking a consent signs a revocation and logs
-``revoke`` on each dataset; every later read checks the consent again, so the next round cannot
-start.
+Requests enter verified through `agents.request_check` into `vault.inbox`. The person then
+approves (a consent receipt signed by the vault DID, logged as ``consent`` on each dataset) or
+denies (stored as denied; no dataset is touched, so no dataset log changes). Revoking a
+consent signs a revocation and logs ``revoke`` on each dataset; every later read checks the
+consent again, so the next round cannot start.
 
 :class:`ConsentScopedReader` is the only way task code reads rows. Each read checks an active
 consent that covers the dataset and the time range, reads in one transaction, and appends a
@@ -30,8 +30,6 @@ from vault.errors import ConsentMissing, TesseraError
 from vault.inbox import (  # noqa: F401
     RequestNotFound,
     StoredRequest,
-    add_request,
-    check_package,
     get_request,
     known_request,
     list_requests,

@@ -1,10 +1,11 @@
-"""The requests inbox: training requests enter verified, with their task package checked.
+"""The requests inbox: verified training requests with their task packages, stored and read.
 
-A request is stored only when its signature, issuer, expiry and shape verify
-(`identity.credentials.verify_request`) and its package checks out: the package's hash is the
-request's, it reads as a package, its model passes the validator, and its recipe, label and
-feature shape are the request's. The same request again is a no-op; another request under a
-known id is refused (a replay or a tampered copy).
+Requests enter through ``agents.request_check.receive_request``, which verifies the signature,
+issuer, expiry and shape (`identity.credentials.verify_request`) and checks the package (its
+hash is the request's, it reads as a package, its model passes the validator, its recipe, label
+and feature shape are the request's) before :func:`store_request` keeps it. The same request
+again is a no-op; another request under a known id is refused (a replay or a tampered copy).
+Every read verifies the stored request's signature again.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from identity.credentials import TrainingRequest, verify_request
-from vault.errors import ModelRefused, TesseraError, VerificationFailed
-from vault.recipes import get_recipe
+from vault.errors import TesseraError, VerificationFailed
 from vault.timeparse import iso_utc
 
 if TYPE_CHECKING:
@@ -37,45 +37,16 @@ class StoredRequest:
     decided: float | None
 
 
-def check_package(request: TrainingRequest, package: bytes) -> Any:
-    """The request's task package, checked against it; VerificationFailed or ModelRefused."""
-    from agents.package import package_address, read_package
-    from agents.validator import check_task_io, validate_model
-
-    if package_address(package) != request.package:
+def already_stored(vault: Vault, request: TrainingRequest) -> bool:
+    """Whether this exact request is stored; VerificationFailed for another under its id."""
+    row = vault.conn.execute("SELECT hash FROM requests WHERE id = ?", (request.id,)).fetchone()
+    if row is None:
+        return False
+    if row[0] != request.hash:
         raise VerificationFailed(
-            f"the task package does not match the request (expected {request.package})"
+            f"a different request with id {request.id} was already received; refused"
         )
-    pkg = read_package(package)
-    recipe = get_recipe(request.recipe)
-    task = pkg.task
-    try:
-        same_recipe = get_recipe(task["features"]["recipe"]).ref == recipe.ref
-    except TesseraError:
-        same_recipe = False
-    if not same_recipe:
-        raise ModelRefused(
-            f"the package uses recipe {task['features']['recipe']!r},"
-            f" the request {request.recipe!r}"
-        )
-    label = recipe.label(request.label, request.fields)
-    if task["label"]["field"] != request.label:
-        raise ModelRefused(
-            f"the package's label is {task['label']['field']!r}, not {request.label!r}"
-        )
-    if task["label"]["dtype"] != label.dtype or (
-        label.classes is not None and task["label"]["classes"] != label.classes
-    ):
-        raise ModelRefused(
-            f"the package's label type does not fit label {request.label!r} of {recipe.name}"
-        )
-    if list(task["features"]["shape"]) != recipe.shape(request.fields):
-        raise ModelRefused(
-            f"the package expects features {task['features']['shape']}, recipe {recipe.name}"
-            f" gives {recipe.shape(request.fields)}"
-        )
-    check_task_io(validate_model(pkg.model_bytes), dict(task))
-    return pkg
+    return True
 
 
 def known_request(vault: Vault, jws: str) -> TrainingRequest | None:
@@ -84,32 +55,24 @@ def known_request(vault: Vault, jws: str) -> TrainingRequest | None:
     Raises VerificationFailed for a bad signature or another request under a known id.
     """
     request = verify_request(jws.strip(), allow_expired=True)
-    row = vault.conn.execute("SELECT hash FROM requests WHERE id = ?", (request.id,)).fetchone()
-    if row is None:
-        return None
-    if row[0] != request.hash:
-        raise VerificationFailed(
-            f"a different request with id {request.id} was already received; refused"
-        )
-    return request
+    return request if already_stored(vault, request) else None
 
 
-def add_request(
-    vault: Vault, jws: str, package: bytes, source: str, now: float | None = None
-) -> tuple[TrainingRequest, bool]:
-    """Verify and store a request with its package; return (request, newly added).
+def store_request(
+    vault: Vault,
+    request: TrainingRequest,
+    package: bytes,
+    source: str,
+    now: float | None = None,
+) -> bool:
+    """Store a verified request with its task package; return whether it was new.
 
-    The same request again is a no-op; a different request under a known id is refused.
+    The caller has checked the package against the request (``agents.request_check``, which
+    is the way requests enter). The same request again is a no-op; a different request under
+    a known id is refused with VerificationFailed.
     """
-    request = verify_request(jws.strip(), now)
-    row = vault.conn.execute("SELECT hash FROM requests WHERE id = ?", (request.id,)).fetchone()
-    if row is not None:
-        if row[0] != request.hash:
-            raise VerificationFailed(
-                f"a different request with id {request.id} was already received; refused"
-            )
-        return request, False
-    check_package(request, package)
+    if already_stored(vault, request):
+        return False
     with vault.transaction():
         vault.conn.execute(
             "INSERT INTO requests (id, jws, hash, issuer, expires, package_address, package,"
@@ -126,7 +89,7 @@ def add_request(
                 time.time() if now is None else now,
             ),
         )
-    return request, True
+    return True
 
 
 def get_request(vault: Vault, request_id: str) -> StoredRequest:

@@ -1,4 +1,4 @@
-"""The rewards ledger: signed reward receipts kept, verified, and totalled; privacy spent.
+"""The rewards ledger: signed reward receipts kept, verified, and totalled.
 
 A receipt is stored only when it verifies on its own: signed by the organization it names,
 for this vault's DID, for a task this vault joined and a round it sent an update for, in the
@@ -11,7 +11,6 @@ since receipts may arrive out of order when an answer was lost and the update re
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from decimal import Decimal
@@ -232,16 +231,3 @@ def verify_ledger(vault: Vault) -> dict[str, Any]:
     ).fetchall()
     problems.extend(f"round {r} of {q}: {error}" for q, r, error in missing)
     return {"ok": not problems, "receipts": len(checked), "problems": problems}
-
-
-def privacy_spent(vault: Vault, consent_id: str) -> dict[str, Any]:
-    """Epsilon spent so far under a consent, its budget and delta."""
-    from agents.accounting import PrivacyLedger
-
-    row = vault.conn.execute(
-        "SELECT privacy, epsilon_budget FROM consents WHERE id = ?", (consent_id,)
-    ).fetchone()
-    if row is None or row[0] is None:
-        return {"epsilon": 0.0, "budget": row[1] if row else None, "delta": None}
-    state = PrivacyLedger.from_dict(json.loads(row[0]))
-    return {"epsilon": state.spent(), "budget": state.budget, "delta": state.delta}

@@ -10,26 +10,22 @@ float representation, so 0.1 + 0.2 reaches a cap of 0.3 exactly.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.exchange import MessageRefused, format_time, parse_time
-from identity.keys import jws_sign, jws_verify
-from vault.errors import TesseraError, VerificationFailed
+from agents.exchange import format_time
+from identity.keys import jws_sign
+
+# the chain check is the person's credential check (identity); re-exported for the exchange side
+from identity.receipts import next_amount, receipt_hash, verify_receipt_chain  # noqa: F401
+from vault.errors import TesseraError
 
 
 class SignerMissing(TesseraError):
     """The exchange holds no usable signing key for the organization that owes a receipt."""
-
-
-def receipt_hash(receipt_jws: str) -> str:
-    """SHA-256 hex of a receipt's JWS string: what the next receipt's ``prev`` holds."""
-    return hashlib.sha256(receipt_jws.encode("ascii")).hexdigest()
 
 
 def _dec(value: float) -> Decimal:
@@ -39,13 +35,6 @@ def _dec(value: float) -> Decimal:
 def total(amounts: Iterable[float]) -> float:
     """Exact decimal sum of amounts, as a float."""
     return float(sum((_dec(a) for a in amounts), Decimal(0)))
-
-
-def next_amount(reward: Mapping[str, Any], paid: Iterable[float]) -> float | None:
-    """What the next accepted update earns under ``reward`` terms; None once the cap is reached."""
-    remaining = _dec(reward["cap"]) - sum((_dec(a) for a in paid), Decimal(0))
-    amount = min(_dec(reward["per_update"]), remaining)
-    return float(amount) if amount > 0 else None
 
 
 def make_receipt(
@@ -136,94 +125,6 @@ def issue_receipt(
         (receipt_id, org, person, seq, request["id"], amount, receipt, receipt_hash(receipt)),
     )
     return receipt
-
-
-def _check_payload(payload: Any, index: int, org_did: str, person_did: str) -> dict[str, Any]:
-    where = f"receipt {index}"
-    if not isinstance(payload, dict) or payload.get("type") != "RewardReceipt":
-        raise VerificationFailed(f"{where} is not a RewardReceipt")
-    if payload.get("organization") != org_did:
-        raise VerificationFailed(f"{where} names another organization")
-    if payload.get("person") != person_did:
-        raise VerificationFailed(f"{where} is for another person")
-    amount = payload.get("amount")
-    if (
-        not isinstance(amount, int | float)
-        or isinstance(amount, bool)
-        or not math.isfinite(amount)
-        or amount <= 0
-    ):
-        raise VerificationFailed(f"{where} has an invalid amount")
-    for key in ("id", "request", "unit"):
-        if not isinstance(payload.get(key), str) or not payload[key]:
-            raise VerificationFailed(f"{where} has no {key}")
-    if not isinstance(payload.get("round"), int) or isinstance(payload.get("round"), bool):
-        raise VerificationFailed(f"{where} has no round")
-    try:
-        parse_time(payload.get("issued"), "issued")
-    except MessageRefused as exc:
-        raise VerificationFailed(f"{where}: {exc}") from None
-    return payload
-
-
-def verify_receipt_chain(
-    receipts: Sequence[str],
-    org_did: str,
-    person_did: str,
-    terms: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Verify one (organization, person) chain in seq order; return the payloads.
-
-    Raises VerificationFailed on a bad signature, a receipt for someone else, a gap or
-    reordering in ``seq``, a ``prev`` that is not the previous receipt's hash, a repeated id,
-    or — when ``terms`` maps request ids to their ``reward`` terms — an amount that does not
-    follow them (each receipt pays ``per_update`` except a last one that lands exactly on
-    ``cap``; a request's total never exceeds ``cap``; the unit matches). A receipt missing at
-    the END of the chain is not visible here; compare the count with the exchange's.
-    """
-    payloads: list[dict[str, Any]] = []
-    seen_ids: set[str] = set()
-    prev: str | None = None
-    paid: dict[str, list[float]] = {}
-    for index, token in enumerate(receipts):
-        try:
-            _, payload = jws_verify(token, expected_did=org_did)
-        except VerificationFailed as exc:
-            raise VerificationFailed(f"receipt {index}: {exc}") from None
-        _check_payload(payload, index, org_did, person_did)
-        if payload.get("seq") != index:
-            raise VerificationFailed(
-                f"receipt {index} has seq {payload.get('seq')!r}: a receipt is missing or "
-                "out of order"
-            )
-        if payload.get("prev") != prev:
-            raise VerificationFailed(f"receipt {index} does not chain to the previous receipt")
-        if payload["id"] in seen_ids:
-            raise VerificationFailed(f"receipt {index} repeats id {payload['id']}")
-        seen_ids.add(payload["id"])
-        if terms is not None:
-            _check_terms(payload, index, terms, paid.setdefault(payload["request"], []))
-        payloads.append(payload)
-        prev = receipt_hash(token)
-    return payloads
-
-
-def _check_terms(
-    payload: dict[str, Any], index: int, terms: Mapping[str, Mapping[str, Any]], paid: list[float]
-) -> None:
-    reward = terms.get(payload["request"])
-    if reward is None:
-        raise VerificationFailed(f"receipt {index} is for an unknown request")
-    if payload["unit"] != reward["unit"]:
-        raise VerificationFailed(f"receipt {index} pays in {payload['unit']}, not {reward['unit']}")
-    expected = next_amount(reward, paid)
-    if expected is None:
-        raise VerificationFailed(f"receipt {index} pays beyond the cap of {reward['cap']}")
-    if _dec(payload["amount"]) != _dec(expected):
-        raise VerificationFailed(
-            f"receipt {index} pays {payload['amount']}, the terms say {expected}"
-        )
-    paid.append(payload["amount"])
 
 
 def totals(payloads: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:

@@ -261,9 +261,10 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
     """Run the story in ``folder``; return the facts (losses, reads, rewards, checks)."""
     from agents.exchange.client import ExchangeClient
     from agents.package import package_address, read_package
+    from agents.request_check import receive_request
+    from agents.rounds import run_due_rounds
     from vault import consent as vc
     from vault import ledger as vl
-    from vault import tasks as vt
     from vault.core import Vault
 
     facts: dict[str, Any] = {"losses": [], "people": {}}
@@ -287,7 +288,7 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
             vault.import_path(write_export(folder / f"{name}-export.xml", synthetic_days(seed)))
             client = ExchangeClient(url, vault.signing_key())
             for item in client.open_requests():
-                vc.add_request(vault, item["request"], client.package(item["package"]), url)
+                receive_request(vault, item["request"], client.package(item["package"]), url)
             people[name] = (vault, client)
         summary = plain_summary(vc.get_request(people["alice"][0], request_id).request)
         say("4. Alice, Bob and Carol each import their health data and see the request:")
@@ -300,7 +301,7 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
 
         for rnd in range(3):
             for vault, client in people.values():
-                vt.run_due_rounds(vault, client, device=device)
+                run_due_rounds(vault, client, device=device)
             loss = held_out_loss(package, org_client.model(request_id))
             facts["losses"].append(loss)
             say(f"6. Round {rnd + 1} done: held-out error {loss:.3f}")
@@ -312,7 +313,7 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
         reports = {}
         for name in ("bob", "alice"):
             vault, client = people[name]
-            reports[name] = vt.run_due_rounds(vault, client, device=device)
+            reports[name] = run_due_rounds(vault, client, device=device)
         facts["after_revocation"] = reports
         say(f"     Alice: {[(r['round'], r['state']) for r in reports['alice']]}")
         say(f"     Bob: {reports['bob'] or 'nothing run'}")

@@ -26,7 +26,7 @@ from app.output import emit, json_option, print_fields, print_table
 from identity.summary import plain_summary
 from vault import consent as vc
 from vault import ledger as vl
-from vault import tasks as vt
+from vault import task_state as ts
 from vault.errors import ModelRefused, VerificationFailed
 from vault.timeparse import parse_iso8601
 
@@ -68,6 +68,9 @@ def requests_group() -> None:
 @click.pass_context
 def requests_sync(ctx: click.Context, exchange: str | None, as_json: bool) -> None:
     """Fetch open requests and their packages; verify them into the inbox."""
+    from agents.outbox import deliver_decisions
+    from agents.request_check import receive_request
+
     vault = open_vault(ctx)
     client = _exchange(vault, exchange)
     results = []
@@ -76,7 +79,7 @@ def requests_sync(ctx: click.Context, exchange: str | None, as_json: bool) -> No
             known = vc.known_request(vault, item["request"])
             if known is None:
                 package = client.package(item["package"])
-                request, _ = vc.add_request(vault, item["request"], package, client.base_url)
+                request, _ = receive_request(vault, item["request"], package, client.base_url)
                 results.append({"id": request.id, "result": "new", "reason": None})
             else:
                 results.append({"id": known.id, "result": "known", "reason": None})
@@ -86,7 +89,7 @@ def requests_sync(ctx: click.Context, exchange: str | None, as_json: bool) -> No
             )
     results.extend(
         {"id": r.request, "result": r.state, "reason": r.detail}
-        for r in vt.deliver_decisions(vault, client)
+        for r in deliver_decisions(vault, client)
     )
     emit(results, as_json, lambda: _print_sync(results))
 
@@ -121,8 +124,10 @@ def requests_import(ctx: click.Context, file: Path, as_json: bool) -> None:
             raise ValueError("unknown format")
     except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise VerificationFailed(f"{file}: not a request file ({exc})") from None
+    from agents.request_check import receive_request
+
     vault = open_vault(ctx)
-    request, new = vc.add_request(vault, token, package, f"file:{file.name}")
+    request, new = receive_request(vault, token, package, f"file:{file.name}")
     data = {"id": request.id, "new": new, "organization": request.organization}
     emit(
         data,
@@ -241,11 +246,13 @@ def consents_group() -> None:
 @click.pass_context
 def consents_list(ctx: click.Context, as_json: bool) -> None:
     """Every consent with its state and the privacy spent under it."""
+    from agents.rounds import privacy_spent
+
     vault = open_vault(ctx)
     rows = []
     for consent in vc.consents(vault):
         row = vc.consent_summary(consent)
-        row["epsilon_spent"] = vl.privacy_spent(vault, consent.id)["epsilon"]
+        row["epsilon_spent"] = privacy_spent(vault, consent.id)["epsilon"]
         rows.append(row)
     columns = ["id", "request", "state", "epsilon_spent", "epsilon_budget", "expires"]
     emit(rows, as_json, lambda: print_table(rows, columns))
@@ -286,10 +293,12 @@ def tasks_run(
     as_json: bool,
 ) -> None:
     """Run every due round of approved tasks, submit updates, keep the receipts."""
+    from agents.rounds import run_due_rounds
+
     vault = open_vault(ctx)
     client = _exchange(vault, exchange)
     try:
-        reports = vt.run_due_rounds(vault, client, device=device, once=once, interval=interval)
+        reports = run_due_rounds(vault, client, device=device, once=once, interval=interval)
     except KeyboardInterrupt:
         reports = []
         click.echo("Stopped; queued updates stay in the outbox.", err=True)
@@ -306,7 +315,7 @@ def tasks_run(
 @click.pass_context
 def tasks_list(ctx: click.Context, as_json: bool) -> None:
     """Every round this vault worked on, with its state."""
-    rows = vt.task_rounds(open_vault(ctx))
+    rows = ts.task_rounds(open_vault(ctx))
     columns = ["request", "round", "state", "attempts", "examples", "epsilon", "detail"]
     emit(rows, as_json, lambda: print_table(rows, columns))
 
@@ -332,7 +341,7 @@ def tasks_settings(ctx: click.Context, clear: bool, as_json: bool, **given: floa
         values: dict[str, float | None] = dict.fromkeys(names.values())
     else:
         values = {names[k]: v for k, v in given.items() if v is not None}
-    settings = vt.set_privacy_settings(vault, **values) if values else vt.privacy_settings(vault)
+    settings = ts.set_privacy_settings(vault, **values) if values else ts.privacy_settings(vault)
     emit(settings, as_json, lambda: print_fields(settings) if settings else click.echo("None set."))
 
 

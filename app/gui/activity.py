@@ -1,6 +1,6 @@
 """What the overview cards and the tray need to know about requests, tasks and rewards.
 
-Counts come from the core (``vault.consent``, ``vault.tasks``, ``vault.ledger``); nothing here
+Counts come from the core (``vault.consent``, ``vault.task_state``, ``vault.ledger``); nothing here
 invents a number.
 """
 
@@ -32,11 +32,11 @@ def summary(vault: Any) -> Summary:
     from app.gui.rewards_screen import totals_text
     from vault import consent as vc
     from vault import ledger as vl
-    from vault import tasks as vt
+    from vault import task_state as ts
 
     pending = pending_requests(vault)
     active = [c for c in vc.consents(vault) if c.state() == "active"]
-    rounds = vt.task_rounds(vault)
+    rounds = ts.task_rounds(vault)
     accepted = sum(r["state"] == "accepted" for r in rounds)
     book = vl.ledger(vault)
     if pending:

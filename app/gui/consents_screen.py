@@ -81,8 +81,8 @@ class ConsentsScreen(LazyRefresh, QWidget):
 
     def refresh(self) -> None:
         """Re-read the consents and the privacy spent under each."""
+        from agents.rounds import privacy_spent
         from vault import consent as vc
-        from vault import ledger as vl
 
         vault = self.session.vault
         if vault is None:
@@ -91,7 +91,7 @@ class ConsentsScreen(LazyRefresh, QWidget):
         names = organization_names(vault)
         rows = []
         for c in self.consents:
-            spent = vl.privacy_spent(vault, c.id)
+            spent = privacy_spent(vault, c.id)
             rows.append(
                 [
                     names.get(c.organization, short_did(c.organization)),

@@ -51,8 +51,9 @@ def sync_requests(vault: Vault) -> dict[str, list[dict[str, Any]]]:
     Returns {"new": [...], "known": [...], "refused": [...], "delivered": [...]}, each item
     with ``id`` (and ``organization`` or ``reason``).
     """
+    from agents.outbox import deliver_decisions
+    from agents.request_check import receive_request
     from vault import consent as vc
-    from vault import tasks as vt
     from vault.errors import ModelRefused, VerificationFailed
 
     client = client_for(vault)
@@ -69,9 +70,9 @@ def sync_requests(vault: Vault) -> dict[str, list[dict[str, Any]]]:
                 found["known"].append({"id": known.id})
                 continue
             package = client.package(item["package"])
-            request, _ = vc.add_request(vault, item["request"], package, client.base_url)
+            request, _ = receive_request(vault, item["request"], package, client.base_url)
             found["new"].append({"id": request.id, "organization": request.organization})
         except (VerificationFailed, ModelRefused) as exc:
             found["refused"].append({"id": "?", "reason": str(exc)})
-    found["delivered"] = [r.to_dict() for r in vt.deliver_decisions(vault, client)]
+    found["delivered"] = [r.to_dict() for r in deliver_decisions(vault, client)]
     return found

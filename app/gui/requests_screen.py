@@ -289,11 +289,11 @@ class RequestsScreen(LazyRefresh, QWidget):
 
     def import_file(self, path: Path) -> None:
         """Add the request in an offline request file (checked like one from an exchange)."""
-        from vault import consent as vc
+        from agents.request_check import receive_request
 
         try:
             token, package = read_request_file(path)
-            request, new = vc.add_request(
+            request, new = receive_request(
                 self.session.require(), token, package, f"file:{path.name}"
             )
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised

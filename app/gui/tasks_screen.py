@@ -1,6 +1,6 @@
 """Tasks: the training rounds run on this computer for approved requests, and running them.
 
-"Run tasks now" runs every due round in the worker (``vault.tasks.run_due_rounds``: read
+"Run tasks now" runs every due round in the worker (``agents.rounds.run_due_rounds``: read
 through the consent-scoped reader, train with DP-SGD in the sandbox, send the signed update,
 keep the receipt) and keeps going while rounds remain; Cancel stops after the current step,
 and a round cut short is simply redone later (the core never counts it twice).
@@ -102,12 +102,12 @@ class TasksScreen(LazyRefresh, QWidget):
     def refresh(self) -> None:
         """Re-read the rounds."""
         from vault import consent as vc
-        from vault import tasks as vt
+        from vault import task_state as ts
 
         vault = self.session.vault
         if vault is None:
             return
-        self.rounds = vt.task_rounds(vault)
+        self.rounds = ts.task_rounds(vault)
         names = {r["id"]: f"{r['organization']}: {r['purpose']}" for r in vc.list_requests(vault)}
         fill_table(
             self.table,
@@ -138,8 +138,8 @@ class TasksScreen(LazyRefresh, QWidget):
 
     def run_now(self) -> None:
         """Run every due round in the worker until none is left (or Stop)."""
+        from agents import rounds
         from app.gui.exchange_sync import client_for
-        from vault import tasks as vt
 
         vault = self.session.require()
         if self.worker is not None:
@@ -152,7 +152,7 @@ class TasksScreen(LazyRefresh, QWidget):
                 while time.monotonic() < deadline and not cancelled():
                     time.sleep(0.05)
 
-            return vt.run_due_rounds(
+            return rounds.run_due_rounds(
                 vault,
                 client_for(vault),
                 device=device,

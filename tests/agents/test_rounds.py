@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents import rounds
 from agents.exchange.client import ExchangeError, ExchangeUnavailable
 from agents.exchange.rewards import make_receipt, next_amount, receipt_hash
-from agents import rounds
 from agents.package import package_address
 from agents.request_check import receive_request
 from identity.credentials import verify_consent
@@ -140,9 +140,7 @@ def setup(vault, tmp_path: Path):
     vault.import_path(activity_export(tmp_path / "export.xml", days=40))
     org = new_org()
     package = package_bytes(tmp_path)
-    request, _ = receive_request(
-        vault, signed_request(org, package_address(package)), package, "t"
-    )
+    request, _ = receive_request(vault, signed_request(org, package_address(package)), package, "t")
     exchange = FakeExchange(org, request.id, request.rounds, dict(request.payload["reward"]))
     return vault, request, exchange
 

@@ -8,6 +8,7 @@ import pytest
 
 from agents.exchange.rewards import make_receipt, receipt_hash
 from agents.package import package_address
+from agents.request_check import receive_request
 from identity.keys import did_for, generate_key
 from tests.fixtures.training_requests import new_org, package_bytes, signed_request
 from vault import consent as vc
@@ -29,7 +30,7 @@ class Org:
             reward={"per_update": per_update, "unit": "EUR", "cap": cap},
             rounds=rounds,
         )
-        self.request, _ = vc.add_request(vault, token, package, "test")
+        self.request, _ = receive_request(vault, token, package, "test")
         self.consent = vc.approve(vault, self.request.id)
         self.vault = vault
         self.chain: list[str] = []

@@ -1,10 +1,11 @@
 """The way out of the vault: consents, revocations and signed updates to the exchange.
 
-Updates wait in the ``outbox`` table until the exchange answers. An exchange that cannot be
-reached, or whose answer cannot be read, leaves the update queued: re-sending the identical
-signed update is safe, since the exchange answers a repeat with its first answer and receipt.
-A refusal (HTTP 4xx with a reason) marks the round ``rejected`` with that reason. An update
-whose consent was revoked while it waited is withdrawn, never sent.
+Updates wait in the vault's ``outbox`` table (``vault.task_state``) until the exchange
+answers. An exchange that cannot be reached, or whose answer cannot be read, leaves the update
+queued: re-sending the identical signed update is safe, since the exchange answers a repeat
+with its first answer and receipt. A refusal (HTTP 4xx with a reason) marks the round
+``rejected`` with that reason. An update whose consent was revoked while it waited is
+withdrawn, never sent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agents.exchange.client import ExchangeError, ExchangeUnavailable
 from vault import ledger as vault_ledger
+from vault import task_state as ts
 from vault.errors import VerificationFailed
 
 if TYPE_CHECKING:
@@ -40,25 +43,10 @@ class RoundReport:
         return dataclasses.asdict(self)
 
 
-def set_round(vault: Vault, request_id: str, rnd: int, **fields: Any) -> None:
-    """Update fields of one task_rounds row (inside the caller's transaction)."""
-    assignments = ", ".join(f"{name} = ?" for name in fields)
-    vault.conn.execute(
-        f"UPDATE task_rounds SET {assignments} WHERE request_id = ? AND round = ?",
-        (*fields.values(), request_id, rnd),
-    )
-
-
 def deliver_decisions(vault: Vault, client: Any) -> list[RoundReport]:
     """Send consents and revocations the exchange has not had yet."""
-    from agents.exchange.client import ExchangeError, ExchangeUnavailable
-
     reports = []
-    rows = vault.conn.execute(
-        "SELECT id, request_id, jws, sent, revocation FROM consents"
-        " WHERE (sent = 0 AND revoked IS NULL) OR (revoked IS NOT NULL AND revocation_sent = 0)"
-    ).fetchall()
-    for cid, request_id, jws, sent, revocation in rows:
+    for cid, request_id, jws, sent, revocation in ts.undelivered_decisions(vault):
         try:
             if revocation is None:
                 client.send_consent(jws)
@@ -74,72 +62,53 @@ def deliver_decisions(vault: Vault, client: Any) -> list[RoundReport]:
         except ExchangeError as exc:
             reports.append(RoundReport(request_id, None, "error", f"consent not recorded: {exc}"))
             continue
-        with vault.transaction():
-            vault.conn.execute(f"UPDATE consents SET {column} = 1 WHERE id = ?", (cid,))
+        ts.mark_delivered(vault, cid, column)
     return reports
 
 
 def submit(vault: Vault, client: Any, request_id: str, rnd: int, update: str) -> RoundReport:
     """Submit one signed update from the outbox and record the answer."""
-    from agents.exchange.client import ExchangeError, ExchangeUnavailable
-
     try:
         answer = client.submit_update(request_id, update)
     except (ExchangeUnavailable, ExchangeError) as exc:
         status = getattr(exc, "status", None)
         if isinstance(exc, ExchangeUnavailable) or status is None or status in RETRY_STATUSES:
             # unreachable, or an answer we could not read: re-sending the same update is safe
-            with vault.transaction():
-                vault.conn.execute(
-                    "UPDATE outbox SET tries = tries + 1, last_error = ?"
-                    " WHERE request_id = ? AND round = ?",
-                    (str(exc), request_id, rnd),
-                )
+            ts.note_retry(vault, request_id, rnd, str(exc))
             return RoundReport(request_id, rnd, "queued", str(exc))
         return _rejected(vault, request_id, rnd, str(exc))
     if not answer.get("accepted"):
         return _rejected(vault, request_id, rnd, str(answer.get("error") or "not accepted"))
     receipt_id, problem = None, None
     with vault.transaction():
-        vault.conn.execute(
-            "DELETE FROM outbox WHERE request_id = ? AND round = ?", (request_id, rnd)
-        )
-        set_round(vault, request_id, rnd, state="accepted", finished=time.time(), error=None)
+        ts.drop_update(vault, request_id, rnd)
+        ts.set_round(vault, request_id, rnd, state="accepted", finished=time.time(), error=None)
         if answer.get("receipt"):
             try:
                 receipt, _ = vault_ledger.store_receipt(vault, answer["receipt"])
                 receipt_id = receipt.id
             except VerificationFailed as exc:
                 problem = f"receipt refused: {exc}"
-                set_round(vault, request_id, rnd, error=problem)
+                ts.set_round(vault, request_id, rnd, error=problem)
     detail = problem or ("reward receipt kept" if receipt_id else "no reward (cap reached)")
     return RoundReport(request_id, rnd, "accepted", detail, receipt=receipt_id)
 
 
 def _rejected(vault: Vault, request_id: str, rnd: int, reason: str) -> RoundReport:
     with vault.transaction():
-        vault.conn.execute(
-            "DELETE FROM outbox WHERE request_id = ? AND round = ?", (request_id, rnd)
-        )
-        set_round(vault, request_id, rnd, state="rejected", error=reason, finished=time.time())
+        ts.drop_update(vault, request_id, rnd)
+        ts.set_round(vault, request_id, rnd, state="rejected", error=reason, finished=time.time())
     return RoundReport(request_id, rnd, "rejected", reason)
 
 
 def flush_outbox(vault: Vault, client: Any) -> list[RoundReport]:
     """Re-send every queued update; one whose consent was revoked is withdrawn, not sent."""
     reports = []
-    rows = vault.conn.execute(
-        "SELECT o.request_id, o.round, o.update_jws, c.revoked FROM outbox o"
-        " JOIN task_rounds t ON t.request_id = o.request_id AND t.round = o.round"
-        " JOIN consents c ON c.id = t.consent_id ORDER BY o.created"
-    ).fetchall()
-    for request_id, rnd, update, revoked in rows:
+    for request_id, rnd, update, revoked in ts.queued_updates(vault):
         if revoked is not None:
             with vault.transaction():
-                vault.conn.execute(
-                    "DELETE FROM outbox WHERE request_id = ? AND round = ?", (request_id, rnd)
-                )
-                set_round(vault, request_id, rnd, state="withdrawn", error="consent revoked")
+                ts.drop_update(vault, request_id, rnd)
+                ts.set_round(vault, request_id, rnd, state="withdrawn", error="consent revoked")
             reports.append(RoundReport(request_id, rnd, "withdrawn", "consent revoked; not sent"))
             continue
         reports.append(submit(vault, client, request_id, rnd, update))

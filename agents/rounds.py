@@ -20,6 +20,9 @@ no privacy was spent) and redoes the round; one killed after it re-sends the ide
 update from the outbox, which the exchange answers with its first answer and receipt, and the
 ledger keeps a receipt once. An exchange that is down keeps the outbox for the next pass. An
 update still in the outbox when its consent is revoked is never sent.
+
+The vault's side of this state (rounds, outbox, stored privacy, settings) is
+``vault.task_state``; this module decides and talks to the runner and the exchange.
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ import contextlib
 import dataclasses
 import fnmatch
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agents import runner
+from agents.accounting import BudgetExceeded, PrivacyLedger
+from agents.exchange.client import ExchangeError, ExchangeUnavailable
+from agents.outbox import RoundReport, deliver_decisions, flush_outbox, submit
+from agents.package import read_package
+from agents.runner import DPConfig, effective_dp
+from agents.sandbox import resolve_providers
 from identity.keys import jws_sign
 from vault import ledger as vault_ledger
+from vault import task_state as ts
 from vault.consent import (
     Consent,
     ConsentScopedReader,
@@ -44,53 +54,12 @@ from vault.consent import (
     request_package,
 )
 from vault.errors import ConsentMissing, TesseraError
-from vault.outbox import RoundReport, deliver_decisions, flush_outbox, set_round, submit
 from vault.recipes import get_recipe
 
 if TYPE_CHECKING:
     from vault.core import Vault
 
-# vault-wide privacy settings in the meta table; each may only tighten a request
-SETTINGS = {
-    "clip_norm": "privacy.max_clip_norm",
-    "noise_multiplier": "privacy.min_noise_multiplier",
-    "epsilon_budget": "privacy.max_epsilon",
-    "delta": "privacy.max_delta",
-}
-DONE_STATES = ("trained", "accepted", "rejected", "withdrawn", "budget", "empty", "failed")
 MIN_EXAMPLES = 2
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def privacy_settings(vault: Vault) -> dict[str, float]:
-    """The vault's privacy settings that are set (clip_norm, noise_multiplier, ...)."""
-    found = {}
-    for name, key in SETTINGS.items():
-        row = vault.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is not None:
-            found[name] = float(row[0])
-    return found
-
-
-def set_privacy_settings(vault: Vault, **values: float | None) -> dict[str, float]:
-    """Set (a number) or clear (None) privacy settings; return them all."""
-    unknown = set(values) - set(SETTINGS)
-    if unknown:
-        raise TesseraError(f"unknown privacy settings: {', '.join(sorted(unknown))}")
-    with vault.transaction():
-        for name, value in values.items():
-            if value is None:
-                vault.conn.execute("DELETE FROM meta WHERE key = ?", (SETTINGS[name],))
-                continue
-            if not value > 0 or (name == "delta" and value >= 1):
-                raise TesseraError(f"{name} must be positive (delta below 1)")
-            vault.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                (SETTINGS[name], repr(float(value))),
-            )
-    return privacy_settings(vault)
 
 
 # ---------------------------------------------------------------------------- passes
@@ -108,8 +77,6 @@ def run_due_rounds(
     now: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run every due round once (``once``) or keep watching until nothing is left to do."""
-    from agents.sandbox import resolve_providers
-
     # a device that cannot be used is the user's to fix, not a round's failure: refuse early
     resolve_providers(device)
     reports: list[dict[str, Any]] = []
@@ -121,16 +88,13 @@ def run_due_rounds(
 
 
 def _work_left(vault: Vault, now: float | None) -> bool:
-    queued = vault.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-    return bool(queued) or any(c.state(now) == "active" for c in consents(vault))
+    return bool(ts.outbox_size(vault)) or any(c.state(now) == "active" for c in consents(vault))
 
 
 def run_pass(
     vault: Vault, client: Any, device: str = "auto", limits: Any = None, now: float | None = None
 ) -> list[RoundReport]:
     """One pass: deliver decisions, flush the outbox, run due rounds, fetch receipts."""
-    from agents.exchange.client import ExchangeError, ExchangeUnavailable
-
     reports = deliver_decisions(vault, client)
     reports += flush_outbox(vault, client)
     for consent in consents(vault):
@@ -150,33 +114,41 @@ def run_pass(
 
 def _finish(vault: Vault, request_id: str, rnd: int, state: str, detail: str) -> RoundReport:
     with vault.transaction():
-        set_round(vault, request_id, rnd, state=state, error=detail, finished=time.time())
+        ts.set_round(vault, request_id, rnd, state=state, error=detail, finished=time.time())
     return RoundReport(request_id, rnd, state, detail)
 
 
-def _privacy_ledger(vault: Vault, consent: Consent, dp: Any) -> tuple[Any, Any, float | None]:
-    """The consent's privacy ledger (or a new one), the DP config it accounts for, last q."""
-    from agents.accounting import PrivacyLedger
+# ---------------------------------------------------------------------------- privacy
 
-    row = vault.conn.execute("SELECT privacy FROM consents WHERE id = ?", (consent.id,)).fetchone()
-    if row[0] is None:
+
+def privacy_spent(vault: Vault, consent_id: str) -> dict[str, Any]:
+    """Epsilon spent so far under a consent, its budget and delta."""
+    stored, budget = ts.consent_privacy(vault, consent_id)
+    if stored is None:
+        return {"epsilon": 0.0, "budget": budget, "delta": None}
+    state = PrivacyLedger.from_dict(stored)
+    return {"epsilon": state.spent(), "budget": state.budget, "delta": state.delta}
+
+
+def _privacy_ledger(
+    vault: Vault, consent: Consent, dp: DPConfig
+) -> tuple[PrivacyLedger, DPConfig, float | None]:
+    """The consent's privacy ledger (or a new one), the DP config it accounts for, last q."""
+    stored, _ = ts.consent_privacy(vault, consent.id)
+    if stored is None:
         return PrivacyLedger(budget=dp.epsilon_budget, delta=dp.delta), dp, None
-    stored = json.loads(row[0])
     ledger = PrivacyLedger.from_dict(stored)
     # the budget follows today's settings; delta stays the one the steps were counted at
     ledger.budget = dp.epsilon_budget
     return ledger, dataclasses.replace(dp, delta=ledger.delta), stored.get("last_q")
 
 
-def _save_privacy(vault: Vault, consent_id: str, ledger: Any, q: float) -> None:
+def _save_privacy(vault: Vault, consent_id: str, ledger: PrivacyLedger, q: float) -> None:
     """Store the ledger and this round's sampling rate (inside the caller's transaction)."""
-    vault.conn.execute(
-        "UPDATE consents SET privacy = ? WHERE id = ?",
-        (json.dumps({**ledger.to_dict(), "last_q": q}), consent_id),
-    )
+    ts.save_consent_privacy(vault, consent_id, {**ledger.to_dict(), "last_q": q})
 
 
-def _budget_left(ledger: Any, dp: Any, last_q: float | None) -> bool:
+def _budget_left(ledger: PrivacyLedger, dp: DPConfig, last_q: float | None) -> bool:
     """Whether one more round may fit, judged before any data is read.
 
     The exact check needs this round's sampling rate, which needs the data; until then the
@@ -189,9 +161,7 @@ def _budget_left(ledger: Any, dp: Any, last_q: float | None) -> bool:
     return True
 
 
-def _dp_config(vault: Vault, request: Any, consent: Consent) -> Any:
-    from agents.runner import DPConfig, effective_dp
-
+def _dp_config(vault: Vault, request: Any, consent: Consent) -> DPConfig:
     asked = DPConfig(
         clip_norm=request.privacy.clip_norm,
         noise_multiplier=request.privacy.noise_multiplier,
@@ -202,7 +172,10 @@ def _dp_config(vault: Vault, request: Any, consent: Consent) -> Any:
         local_steps=request.local_steps,
         expected_batch_size=request.batch_size,
     )
-    return effective_dp(asked, privacy_settings(vault))
+    return effective_dp(asked, ts.privacy_settings(vault))
+
+
+# ---------------------------------------------------------------------------- one round
 
 
 def _read_rows(vault: Vault, consent: Consent, recipe: Any, rnd: int, now: float | None) -> dict:
@@ -231,30 +204,23 @@ def run_round_for(
     now: float | None = None,
 ) -> RoundReport:
     """Run the open round of one consent's task, if this vault has not done it yet."""
-    from agents.accounting import BudgetExceeded
-    from agents.package import read_package
-    from agents.runner import run_round
-
     request = get_request(vault, consent.request_id).request
-    sent = vault.conn.execute("SELECT sent FROM consents WHERE id = ?", (consent.id,)).fetchone()
-    if not sent[0]:
+    if not ts.consent_delivered(vault, consent.id):
         return RoundReport(request.id, None, "waiting", "consent not yet recorded at the exchange")
     info = client.current_round(request.id)
     if info["closed"]:
         mark_finished(vault, consent.id)
         return RoundReport(request.id, info.get("round"), "finished", "the task is closed")
     rnd = int(info["round"])
-    row = vault.conn.execute(
-        "SELECT state FROM task_rounds WHERE request_id = ? AND round = ?", (request.id, rnd)
-    ).fetchone()
-    if row is not None and row[0] in DONE_STATES:
-        return RoundReport(request.id, rnd, "done", f"round {rnd} already {row[0]}")
+    state = ts.round_state(vault, request.id, rnd)
+    if state in ts.DONE_STATES:
+        return RoundReport(request.id, rnd, "done", f"round {rnd} already {state}")
     ledger, dp, last_q = _privacy_ledger(vault, consent, _dp_config(vault, request, consent))
     if not _budget_left(ledger, dp, last_q):
         # checked before any data is read: an exhausted budget reads nothing
-        _start(vault, request.id, rnd, consent.id)
+        ts.start_round(vault, request.id, rnd, consent.id)
         return _finish(vault, request.id, rnd, "budget", "the privacy budget is used up")
-    _start(vault, request.id, rnd, consent.id)
+    ts.start_round(vault, request.id, rnd, consent.id)
     recipe = get_recipe(request.recipe)
     try:
         rows = _read_rows(vault, consent, recipe, rnd, now)
@@ -268,7 +234,7 @@ def run_round_for(
     dp = dataclasses.replace(dp, expected_batch_size=min(request.batch_size, len(features)))
     q = dp.expected_batch_size / len(features)
     try:
-        outcome = run_round(
+        outcome = runner.run_round(
             package.task,
             package.model_bytes,
             params,
@@ -298,12 +264,8 @@ def run_round_for(
     )
     update = jws_sign(vault.signing_key(), payload)
     with vault.transaction():
-        vault.conn.execute(
-            "INSERT OR REPLACE INTO outbox (request_id, round, update_jws, created)"
-            " VALUES (?, ?, ?, ?)",
-            (request.id, rnd, update, time.time()),
-        )
-        set_round(
+        ts.queue_update(vault, request.id, rnd, update)
+        ts.set_round(
             vault,
             request.id,
             rnd,
@@ -317,36 +279,3 @@ def run_round_for(
     report = submit(vault, client, request.id, rnd, update)
     report.epsilon = result.epsilon_round
     return report
-
-
-def _start(vault: Vault, request_id: str, rnd: int, consent_id: str) -> None:
-    with vault.transaction():
-        vault.conn.execute(
-            "INSERT INTO task_rounds (request_id, round, consent_id, state, attempts, started)"
-            " VALUES (?, ?, ?, 'started', 1, ?) ON CONFLICT (request_id, round) DO UPDATE"
-            " SET state = 'started', attempts = attempts + 1, started = excluded.started",
-            (request_id, rnd, consent_id, time.time()),
-        )
-
-
-# ---------------------------------------------------------------------------- listing
-
-
-def task_rounds(vault: Vault) -> list[dict[str, Any]]:
-    """Every round this vault worked on, newest first."""
-    from vault.timeparse import iso_utc
-
-    rows = vault.conn.execute(
-        "SELECT t.request_id, t.round, t.state, t.attempts, t.rows, t.examples, t.epsilon,"
-        " t.receipt_id, t.error, t.finished, o.tries FROM task_rounds t LEFT JOIN outbox o"
-        " ON o.request_id = t.request_id AND o.round = t.round"
-        " ORDER BY t.started DESC, t.request_id, t.round DESC"
-    ).fetchall()
-    keys = (
-        "request", "round", "state", "attempts", "rows", "examples", "epsilon", "receipt",
-        "detail", "finished", "queued_tries",
-    )  # fmt: skip
-    out = [dict(zip(keys, row, strict=True)) for row in rows]
-    for item in out:
-        item["finished"] = iso_utc(item["finished"])
-    return out
