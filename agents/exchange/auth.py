@@ -63,6 +63,25 @@ def sign_call(
     }
 
 
+def precheck_call(
+    headers: Mapping[str, str], now: float | None = None, skew: int = SKEW_SECONDS
+) -> None:
+    """Refuse a call whose signature headers are missing, malformed or stale (no crypto yet)."""
+    # header lookups are case-insensitive in both requests and starlette mappings
+    did = headers.get(HEADER_DID)
+    stamp = headers.get(HEADER_TIME)
+    nonce = headers.get(HEADER_NONCE)
+    if not (did and stamp and nonce and headers.get(HEADER_SIGNATURE)):
+        raise AuthRefused("call is not signed (X-Tessera-* headers missing)")
+    if not stamp.isdigit() or len(stamp) > 12:
+        raise AuthRefused("X-Tessera-Time must be unix seconds")
+    if not _NONCE_RE.match(nonce):
+        raise AuthRefused("X-Tessera-Nonce must be 16-64 lowercase hex characters")
+    current = time.time() if now is None else now
+    if abs(current - int(stamp)) > skew:
+        raise AuthRefused(f"stale call: clock differs from the exchange by more than {skew} s")
+
+
 def verify_call(
     headers: Mapping[str, str],
     method: str,
@@ -72,21 +91,9 @@ def verify_call(
     skew: int = SKEW_SECONDS,
 ) -> SignedCall:
     """Check a call's signature and clock skew; return the signer. AuthRefused otherwise."""
-    # header lookups are case-insensitive in both requests and starlette mappings
-    did = headers.get(HEADER_DID)
-    stamp = headers.get(HEADER_TIME)
-    nonce = headers.get(HEADER_NONCE)
-    signature = headers.get(HEADER_SIGNATURE)
-    if not (did and stamp and nonce and signature):
-        raise AuthRefused("call is not signed (X-Tessera-* headers missing)")
-    if not stamp.isdigit() or len(stamp) > 12:
-        raise AuthRefused("X-Tessera-Time must be unix seconds")
-    if not _NONCE_RE.match(nonce):
-        raise AuthRefused("X-Tessera-Nonce must be 16-64 lowercase hex characters")
-    timestamp = int(stamp)
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > skew:
-        raise AuthRefused(f"stale call: clock differs from the exchange by more than {skew} s")
+    precheck_call(headers, now, skew)
+    did, nonce = headers[HEADER_DID], headers[HEADER_NONCE]
+    timestamp, signature = int(headers[HEADER_TIME]), headers[HEADER_SIGNATURE]
     try:
         raw = b64url_decode(signature)
         verify(did, signing_message(method, target, body_sha256, timestamp, nonce), raw)

@@ -41,7 +41,7 @@ from agents.exchange import (
     parse_time,
     update_norm,
 )
-from agents.exchange.auth import AuthRefused, verify_call
+from agents.exchange.auth import HEADER_DID, AuthRefused, precheck_call, verify_call
 from agents.exchange.rewards import SignerMissing
 from agents.exchange.store import Refused, Store
 from agents.exchange.strategies import RoundInputs, strategy_for
@@ -143,8 +143,13 @@ def create_app(
         size = request_info(request.path_params["request_id"])["size"]
         return JSON_LIMIT + math.ceil(4 * size * 16 / 9)
 
-    def signed(limit: int | Callable[[Request], int]) -> Any:
+    def signed(limit: int | Callable[[Request], int], org: bool = False) -> Any:
         async def dependency(request: Request) -> Caller:
+            # refuse what cannot pass before reading a body of up to hundreds of megabytes:
+            # unsigned or stale calls, and strangers on organization routes
+            precheck_call(request.headers, now=clock())
+            if org:
+                await run_in_threadpool(org_only, request.headers.get(HEADER_DID, ""))
             cap = limit if isinstance(limit, int) else await run_in_threadpool(limit, request)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
@@ -170,8 +175,8 @@ def create_app(
             raise AuthRefused("replayed call: this nonce was already used")
         return Caller(call.did, body, request.headers.get("content-type", ""))
 
-    def org_only(caller: Caller) -> None:
-        if store.organization(caller.did) is None:
+    def org_only(did: str) -> None:
+        if store.organization(did) is None:
             raise Refused("this organization is not admitted on this exchange", 403)
 
     def issuer_only(caller: Caller, request_id: str) -> dict[str, Any]:
@@ -269,8 +274,7 @@ def create_app(
             {"reward_key": "the organization's JWK, for signing reward receipts"},
         ),
     )
-    def post_request(caller: Caller = signed(POST_REQUEST_LIMIT)) -> dict[str, Any]:
-        org_only(caller)
+    def post_request(caller: Caller = signed(POST_REQUEST_LIMIT, org=True)) -> dict[str, Any]:
         data = caller.json()
         token = _field(data, "request")
         try:
