@@ -1,20 +1,16 @@
 """Training requests, consents, tasks and rewards: `tessera requests|consents|tasks|rewards`.
 
 Offline request file (`tessera requests import FILE`), for requests passed on by mail or USB
-instead of an exchange: UTF-8 JSON ``{"format": "tessera-request-file/1", "request": "<the
-signed request JWS>", "package": "<base64 of the .tpkg task package>"}`` (``format`` may be
-left out). It is checked exactly like a request from an exchange: signature, issuer, expiry,
-the package's hash against the request, and the model.
+instead of an exchange: the format of ``agents.vault_sync.read_request_file``. It is checked
+exactly like a request from an exchange: signature, issuer, expiry, the package's hash against
+the request, and the model.
 
-The exchange URL comes from ``--exchange``, else $TESSERA_EXCHANGE, else the last one used.
+The exchange URL comes from ``--exchange``, else $TESSERA_EXCHANGE, else the last one used;
+the GUI reads and sets the same remembered address (``agents.vault_sync``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,28 +23,18 @@ from identity.summary import plain_summary
 from vault import consent as vc
 from vault import ledger as vl
 from vault import task_state as ts
-from vault.errors import ModelRefused, VerificationFailed
 from vault.timeparse import parse_iso8601
-
-REQUEST_FILE_FORMAT = "tessera-request-file/1"
-EXCHANGE_KEY = "exchange.url"
 
 
 def _exchange(vault: Any, given: str | None) -> Any:
     """A client for the chosen exchange, remembered for the next command."""
-    from agents.exchange.client import ExchangeClient
+    from agents import vault_sync
 
-    url = given or os.environ.get("TESSERA_EXCHANGE")
-    if not url:
-        row = vault.conn.execute("SELECT value FROM meta WHERE key = ?", (EXCHANGE_KEY,)).fetchone()
-        url = row[0] if row else None
+    url = given or vault_sync.exchange_url(vault)
     if not url:
         raise click.UsageError("no exchange given: use --exchange URL (or TESSERA_EXCHANGE)")
-    with vault.transaction():
-        vault.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (EXCHANGE_KEY, url)
-        )
-    return ExchangeClient(url, vault.signing_key())
+    vault_sync.set_exchange_url(vault, url)
+    return vault_sync.client_for(vault, url)
 
 
 exchange_option = click.option("--exchange", "exchange", help="Exchange URL (http://host:port).")
@@ -68,38 +54,20 @@ def requests_group() -> None:
 @click.pass_context
 def requests_sync(ctx: click.Context, exchange: str | None, as_json: bool) -> None:
     """Fetch open requests and their packages; verify them into the inbox."""
-    from agents.outbox import deliver_decisions
-    from agents.request_check import receive_request
+    from agents.vault_sync import sync_requests
 
     vault = open_vault(ctx)
-    client = _exchange(vault, exchange)
-    results = []
-    for item in client.open_requests():
-        try:
-            known = vc.known_request(vault, item["request"])
-            if known is None:
-                package = client.package(item["package"])
-                request, _ = receive_request(vault, item["request"], package, client.base_url)
-                results.append({"id": request.id, "result": "new", "reason": None})
-            else:
-                results.append({"id": known.id, "result": "known", "reason": None})
-        except (VerificationFailed, ModelRefused) as exc:
-            results.append(
-                {"id": _claimed_id(item["request"]), "result": "refused", "reason": str(exc)}
-            )
+    found = sync_requests(vault, _exchange(vault, exchange))
+    results = [
+        {"id": item["id"], "result": kind, "reason": item.get("reason")}
+        for kind in ("new", "known", "refused")
+        for item in found[kind]
+    ]
     results.extend(
-        {"id": r.request, "result": r.state, "reason": r.detail}
-        for r in deliver_decisions(vault, client)
+        {"id": r["request"], "result": r["state"], "reason": r["detail"]}
+        for r in found["delivered"]
     )
     emit(results, as_json, lambda: _print_sync(results))
-
-
-def _claimed_id(token: str) -> str:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-        return str(payload.get("id"))[:60]
-    except (ValueError, IndexError, AttributeError):
-        return "?"
 
 
 def _print_sync(results: list[dict[str, Any]]) -> None:
@@ -115,17 +83,10 @@ def _print_sync(results: list[dict[str, Any]]) -> None:
 @click.pass_context
 def requests_import(ctx: click.Context, file: Path, as_json: bool) -> None:
     """Import an offline request file (JSON with the request JWS and the base64 package)."""
-    try:
-        data = json.loads(file.read_text("utf-8"))
-        token, package = data["request"], base64.b64decode(data["package"], validate=True)
-        if data.get("format", REQUEST_FILE_FORMAT) != REQUEST_FILE_FORMAT or not isinstance(
-            token, str
-        ):
-            raise ValueError("unknown format")
-    except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise VerificationFailed(f"{file}: not a request file ({exc})") from None
     from agents.request_check import receive_request
+    from agents.vault_sync import read_request_file
 
+    token, package = read_request_file(file)
     vault = open_vault(ctx)
     request, new = receive_request(vault, token, package, f"file:{file.name}")
     data = {"id": request.id, "new": new, "organization": request.organization}

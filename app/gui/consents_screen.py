@@ -81,7 +81,6 @@ class ConsentsScreen(LazyRefresh, QWidget):
 
     def refresh(self) -> None:
         """Re-read the consents and the privacy spent under each."""
-        from agents.rounds import privacy_spent
         from vault import consent as vc
 
         vault = self.session.vault
@@ -91,6 +90,9 @@ class ConsentsScreen(LazyRefresh, QWidget):
         names = organization_names(vault)
         rows = []
         for c in self.consents:
+            # the accountant (dp-accounting, slow to load) only once there is a consent
+            from agents.rounds import privacy_spent
+
             spent = privacy_spent(vault, c.id)
             rows.append(
                 [

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings
 
+from agents.vault_sync import client_for, set_exchange_url, sync_requests
 from app.gui.demo_data import write_demo_files
 from app.gui.demo_exchange import DemoExchange
-from app.gui.exchange_sync import set_exchange_url, sync_requests
-from app.gui.session import SETTINGS_FILE
+from app.gui.session import EXCHANGE_CLIENT, SETTINGS_FILE
 from app.gui.worker import CancelledFn, ProgressFn
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def create_demo_vault(
             demo.exchange = DemoExchange(demo.root)
             demo.exchange.post_demo_requests(days=HEALTH_DAYS)
             set_exchange_url(vault, demo.exchange.url)
-            sync_requests(vault)
+            sync_requests(vault, client_for(vault, **EXCHANGE_CLIENT))
     except BaseException:
         vault.close()
         raise

@@ -35,7 +35,7 @@ from app.gui.import_dialog import ImportDialog, preload_importers
 from app.gui.overview import OverviewScreen
 from app.gui.requests_screen import RequestsScreen
 from app.gui.rewards_screen import RewardsScreen
-from app.gui.session import Session, vault_exists
+from app.gui.session import EXCHANGE_CLIENT, Session, vault_exists
 from app.gui.settings_screen import SettingsScreen
 from app.gui.style import app_icon
 from app.gui.tasks_screen import TasksScreen
@@ -196,7 +196,7 @@ class MainWindow(QMainWindow):
 
     def background_sync(self) -> None:
         """Quietly fetch new requests when an exchange is set; announce the new ones."""
-        from app.gui.exchange_sync import exchange_url, sync_requests
+        from agents.vault_sync import client_for, exchange_url, sync_requests
 
         vault = self.session.vault
         if vault is None or not exchange_url(vault):
@@ -207,7 +207,7 @@ class MainWindow(QMainWindow):
             self.announce(result["new"])
 
         self.session.work.start(
-            lambda _p, _c: sync_requests(vault),
+            lambda _p, _c: sync_requests(vault, client_for(vault, **EXCHANGE_CLIENT)),
             found,
             lambda error: self.notice(f"Could not reach the exchange: {error}"),
         )

@@ -7,9 +7,6 @@ the privacy guarantee in words, the work it takes, the reward, and when it expir
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -29,7 +26,7 @@ from PySide6.QtWidgets import (
 from app.gui.approve_dialog import ApproveDialog
 from app.gui.errors import show_error
 from app.gui.formatting import local_time
-from app.gui.session import Session
+from app.gui.session import EXCHANGE_CLIENT, Session
 from app.gui.style import BAD_COLOR
 from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn
@@ -41,7 +38,6 @@ STATUS_WORDS = {
     "revoked": "Revoked",
     "expired": "Expired",
 }
-REQUEST_FILE_FORMAT = "tessera-request-file/1"  # as `tessera requests import` reads it
 
 
 def work_words(request: object) -> str:
@@ -52,18 +48,6 @@ def work_words(request: object) -> str:
         f" {request.batch_size} days or examples each: {steps} small steps in all, usually"  # type: ignore[attr-defined]
         " seconds to a few minutes on this computer, run when you start them."
     )
-
-
-def read_request_file(path: Path) -> tuple[str, bytes]:
-    """(request JWS, package bytes) from an offline request file; ValueError if it is not one."""
-    try:
-        data = json.loads(path.read_text("utf-8"))
-        token, package = data["request"], base64.b64decode(data["package"], validate=True)
-    except (OSError, KeyError, TypeError, binascii.Error) as exc:
-        raise ValueError(f"{path.name} is not a request file ({exc})") from None
-    if data.get("format", REQUEST_FILE_FORMAT) != REQUEST_FILE_FORMAT or not isinstance(token, str):
-        raise ValueError(f"{path.name} is not a request file (unknown format)")
-    return token, package
 
 
 class RequestsScreen(LazyRefresh, QWidget):
@@ -255,14 +239,14 @@ class RequestsScreen(LazyRefresh, QWidget):
 
     def sync(self) -> None:
         """Fetch new requests from the exchange in the worker."""
-        from app.gui.exchange_sync import sync_requests
+        from agents.vault_sync import client_for, sync_requests
 
         vault = self.session.require()
         self.sync_button.setEnabled(False)
         self.banner.show_result(True, "Checking the exchange…")
 
         def job(progress: ProgressFn, cancelled: CancelledFn) -> dict:
-            return sync_requests(vault)
+            return sync_requests(vault, client_for(vault, **EXCHANGE_CLIENT))
 
         self.session.work.start(job, self._synced, self._sync_failed)
 
@@ -290,6 +274,7 @@ class RequestsScreen(LazyRefresh, QWidget):
     def import_file(self, path: Path) -> None:
         """Add the request in an offline request file (checked like one from an exchange)."""
         from agents.request_check import receive_request
+        from agents.vault_sync import read_request_file
 
         try:
             token, package = read_request_file(path)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 DEFAULT_IDLE_MINUTES = 5
 SETTINGS_FILE = "gui-settings.ini"
+# exchange calls run in the worker, but a person is waiting: one short retry, not the CLI's four
+EXCHANGE_CLIENT = {"retries": 1, "backoff": 0.2}
 
 
 def default_vault_dir() -> Path:

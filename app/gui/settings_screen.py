@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
 
 from app.gui.backup_dialog import BackupDialog
 from app.gui.errors import show_error
-from app.gui.exchange_sync import exchange_url, set_exchange_url
 from app.gui.passphrase_dialog import ChangePassphraseDialog
 from app.gui.session import Session
 from app.gui.widgets import LazyRefresh, label, screen_header
@@ -178,6 +177,8 @@ class SettingsScreen(LazyRefresh, QWidget):
 
     def refresh(self) -> None:
         """Show the open vault's identity and settings."""
+        from agents import vault_sync
+
         vault = self.session.vault
         if vault is None:
             return
@@ -190,7 +191,7 @@ class SettingsScreen(LazyRefresh, QWidget):
         self.idle.blockSignals(True)
         self.idle.setValue(round(self.session.idle_minutes()))
         self.idle.blockSignals(False)
-        self.exchange.setText(exchange_url(vault) or "")
+        self.exchange.setText(vault_sync.exchange_url(vault) or "")
         self.device.blockSignals(True)
         self.device.setCurrentIndex(max(0, self.device.findData(settings.value("compute/device"))))
         self.device.blockSignals(False)
@@ -209,9 +210,13 @@ class SettingsScreen(LazyRefresh, QWidget):
         self.session.settings().setValue(key, value)
 
     def _exchange_changed(self) -> None:
+        from agents import vault_sync
+
         vault = self.session.vault
-        if vault is not None and self.exchange.text().strip() != (exchange_url(vault) or ""):
-            set_exchange_url(vault, self.exchange.text().strip())
+        if vault is not None and self.exchange.text().strip() != (
+            vault_sync.exchange_url(vault) or ""
+        ):
+            vault_sync.set_exchange_url(vault, self.exchange.text().strip())
 
     def _backup(self) -> None:
         dialog = BackupDialog(self.session, self)

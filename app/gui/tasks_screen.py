@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.formatting import local_time
-from app.gui.session import Session
+from app.gui.session import EXCHANGE_CLIENT, Session
 from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn, Worker
 
@@ -139,7 +139,7 @@ class TasksScreen(LazyRefresh, QWidget):
     def run_now(self) -> None:
         """Run every due round in the worker until none is left (or Stop)."""
         from agents import rounds
-        from app.gui.exchange_sync import client_for
+        from agents.vault_sync import client_for
 
         vault = self.session.require()
         if self.worker is not None:
@@ -154,7 +154,7 @@ class TasksScreen(LazyRefresh, QWidget):
 
             return rounds.run_due_rounds(
                 vault,
-                client_for(vault),
+                client_for(vault, **EXCHANGE_CLIENT),
                 device=device,
                 once=False,
                 interval=PASS_INTERVAL,

@@ -122,8 +122,8 @@ def test_sync_notify_approve_train_and_rewards(qtbot, tmp_path: Path, messages) 
         create_demo_vault(demo, exchange=False).close()
         window = _window(qtbot, demo.vault)
         unlock(qtbot, window, DEMO_PASSPHRASE)
+        from agents.vault_sync import set_exchange_url
         from app.gui.demo_exchange import DemoExchange
-        from app.gui.exchange_sync import set_exchange_url
 
         demo.exchange = DemoExchange(demo.root)
         demo.exchange.post_demo_requests(days=120)
@@ -131,7 +131,7 @@ def test_sync_notify_approve_train_and_rewards(qtbot, tmp_path: Path, messages) 
         window.settings.exchange.clear()
         qtbot.keyClicks(window.settings.exchange, demo.exchange.url)
         qtbot.keyClick(window.settings.exchange, Qt.Key.Key_Return)
-        from app.gui.exchange_sync import exchange_url
+        from agents.vault_sync import exchange_url
 
         assert exchange_url(window.session.vault) == demo.exchange.url
         screen = _requests_screen(qtbot, window)

@@ -55,7 +55,7 @@ def test_exchange_address_is_saved(qtbot, unlocked_window) -> None:  # noqa: F81
     screen.exchange.setFocus()
     qtbot.keyClicks(screen.exchange, "http://127.0.0.1:9000")
     qtbot.keyClick(screen.exchange, Qt.Key.Key_Return)
-    from app.gui.exchange_sync import exchange_url
+    from agents.vault_sync import exchange_url
 
     # Kept where `tessera requests sync` finds it too.
     assert exchange_url(unlocked_window.session.vault) == "http://127.0.0.1:9000"
