@@ -9,13 +9,13 @@ consent again, so the next round cannot start.
 :class:`ConsentScopedReader` is the only way task code reads rows. Each read checks an active
 consent that covers the dataset and the time range, reads in one transaction, and appends a
 ``read`` entry (actor = the organization's DID, purpose and round, consent id, task id, rows,
-SHA-256 over the rows read) to that dataset's access log. Without such a consent it raises
-ConsentMissing and appends nothing.
+SHA-256 over the rows read) to that dataset's access log, through the same logged read as the
+owner's own task runs (``vault.task_reads``). Without such a consent it raises ConsentMissing
+and appends nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from identity.credentials import issue_consent, issue_revocation, verify_request
-from identity.keys import canonical_json
 from vault.errors import ConsentMissing, TesseraError
 
 # the inbox (vault/inbox.py) is re-exported: callers use one module for the whole flow
@@ -36,24 +35,15 @@ from vault.inbox import (  # noqa: F401
     request_package,
 )
 from vault.recipes import Record
+
+# the one logged read (re-exported: rows_digest is how a log entry's digest is checked)
+from vault.task_reads import read_logged, rows_digest  # noqa: F401
 from vault.timeparse import iso_utc
 
 if TYPE_CHECKING:
     from vault.core import Vault
 
 STATUSES = ("pending", "approved", "denied", "revoked")
-RECORD_COLUMNS = (
-    "start",
-    "end",
-    "offset",
-    "value",
-    "text",
-    "unit",
-    "lat",
-    "lon",
-    "source",
-    "extra",
-)
 
 
 class DecisionRefused(TesseraError):
@@ -261,15 +251,6 @@ def mark_finished(vault: Vault, consent_id: str, now: float | None = None) -> No
 # ---------------------------------------------------------------------------- the reader
 
 
-def rows_digest(records: Sequence[Record]) -> str:
-    """SHA-256 hex over the canonical JSON of each record read, in order."""
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(canonical_json(list(record)))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 class ConsentScopedReader:
     """Reads rows for one consent's task; every read checked against the consent and logged."""
 
@@ -313,40 +294,21 @@ class ConsentScopedReader:
         consent = get_consent_or_missing(self._vault, self._consent_id)
         start = consent.time_from if time_from is None else time_from
         end = consent.time_to if time_to is None else time_to
-        keep = [c in (columns or RECORD_COLUMNS) for c in RECORD_COLUMNS]
-        keep[0] = True  # a record always has its time
-        vault = self._vault
+        where = f" (round {self._round})" if self._round is not None else ""
         # check inside the write transaction, so a revocation cannot slip in between
-        with vault.transaction():
+        with self._vault.transaction():
             consent = self._active(dataset, start, end)
-            found = vault.conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,))
-            ident = found.fetchone()
-            records: list[Record] = []
-            if ident is not None:
-                cursor = vault.conn.execute(
-                    "SELECT r.start, r.end, r.utc_offset, r.value, r.text, r.unit, r.lat, r.lon,"
-                    " s.name, r.extra FROM records r LEFT JOIN sources s ON s.id = r.source_id"
-                    " WHERE r.dataset_id = ? AND r.start >= ? AND r.start <= ?"
-                    " ORDER BY r.start, r.id",
-                    (ident[0], start, end),
-                )
-                for row in cursor:
-                    values = [v if k else None for v, k in zip(row, keep, strict=True)]
-                    if values[9] is not None:
-                        values[9] = json.loads(values[9])
-                    records.append(Record(*values))
-            where = f" (round {self._round})" if self._round is not None else ""
-            vault.log.append(
+            return read_logged(
+                self._vault,
                 dataset,
-                "read",
-                consent.organization,
-                f"{consent.purpose}{where}",
-                rows=len(records),
-                digest=rows_digest(records),
+                columns,
+                actor=consent.organization,
+                purpose=f"{consent.purpose}{where}",
+                time_from=start,
+                time_to=end,
                 consent=consent.id,
                 task=consent.request_id,
             )
-        return records
 
 
 def get_consent_or_missing(vault: Vault, consent_id: str) -> Consent:

@@ -1,10 +1,13 @@
-"""`tessera task run`: local DP-SGD rounds of a task package against a features file.
+"""`tessera task run`: local DP-SGD rounds of a task package, on a features file or the vault.
 
-For testing and for organizations trying their package: the rounds run exactly as they will
-in the vault (validated model, sandboxed child, clipping and noise done here, privacy ledger),
-against an ``.npz`` with ``features`` and ``labels`` arrays. Results are signed with the JWK in
-``--key-file`` or, without one, with a throwaway key whose DID is printed. Reading vault
-datasets through feature recipes (``--dataset``) comes with the consent work.
+For organizations trying their package and for the vault's owner trying one on their own data:
+the rounds run exactly as they will in the vault (validated model, sandboxed child, clipping and
+noise done here, privacy ledger). With ``--data`` they train on an ``.npz`` with ``features``
+and ``labels`` arrays, and the results are signed with the JWK in ``--key-file`` or, without
+one, with a throwaway key whose DID is printed. With ``--dataset`` they train on vault datasets
+read through the package's feature recipe (``agents.owner_run``: each read is logged in the
+dataset's access history, by the vault's own DID) and the results are signed with the vault's
+key. Nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import click
 
+from app.commands.unlock import open_vault
 from app.output import emit, json_option, print_table
 from vault.errors import TesseraError
 
@@ -60,7 +64,10 @@ def _write_atomic(path: Path, text: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help=".npz with 'features' [N, ...] and 'labels' [N].",
 )
-@click.option("--dataset", help="Vault dataset through the task's feature recipe (not yet).")
+@click.option(
+    "--dataset",
+    help="Vault dataset(s), comma-separated, read through the package's feature recipe.",
+)
 @click.option("--rounds", type=click.IntRange(1, 100_000), default=1, show_default=True)
 @click.option(
     "--device", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True
@@ -96,7 +103,7 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.option(
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JWK that signs the results (default: a throwaway key).",
+    help="JWK that signs the results (default: a throwaway key; with --dataset the vault's).",
 )
 @click.option(
     "--out",
@@ -104,7 +111,9 @@ def _write_atomic(path: Path, text: str) -> None:
     help="Write the signed results (JSON) here.",
 )
 @json_option
+@click.pass_context
 def run_cmd(
+    ctx: click.Context,
     package: Path,
     data_file: Path | None,
     dataset: str | None,
@@ -126,10 +135,11 @@ def run_cmd(
     as_json: bool,
 ) -> None:
     """Run DP-SGD rounds of PACKAGE on local data and sign each round's result."""
-    if dataset is not None:
-        raise TesseraError("--dataset is not available yet; use --data FILE.npz")
-    if data_file is None:
-        raise click.UsageError("give the training data with --data FILE.npz")
+    if data_file is None and dataset is None:
+        raise click.UsageError("give the training data with --data FILE.npz or --dataset NAME")
+    names = list(dict.fromkeys(n.strip() for n in (dataset or "").split(",") if n.strip()))
+    if dataset is not None and not names:
+        raise click.UsageError("--dataset needs at least one dataset name")
     from agents.accounting import PrivacyLedger
     from agents.package import read_package
     from agents.round_result import sign_result
@@ -137,14 +147,28 @@ def run_cmd(
     from identity.keys import did_for, generate_key
 
     pkg = read_package(package)
-    features, labels = _load_npz(data_file)
-    if key_file is not None:
+    if dataset is not None:
+        from agents import owner_run
+
+        # datasets the package's recipe does not read are refused before anything else
+        owner_run.package_recipe(pkg, names)
+        if data_file is not None:
+            raise click.UsageError("give --data or --dataset, not both")
+        if key_file is not None:
+            raise click.UsageError("--dataset signs with the vault's key; leave out --key-file")
+        vault = open_vault(ctx)
+        built = owner_run.read_features(vault, pkg, names)
+        features, labels = built.x, built.y
+        jwk, signer = vault.signing_key(), vault.did
+    elif key_file is not None:
+        features, labels = _load_npz(data_file)
         try:
             jwk = key_file.read_text(encoding="utf-8").strip()
             signer = did_for(jwk)
         except (OSError, ValueError) as exc:
             raise TesseraError(f"{key_file}: not a readable JWK ({exc})") from None
     else:
+        features, labels = _load_npz(data_file)
         jwk = generate_key()
         signer = did_for(jwk)
     dp = DPConfig(
@@ -189,7 +213,9 @@ def run_cmd(
         "address": pkg.address,
         "task": pkg.task["name"],
         "signer": signer,
-        "ephemeral_key": key_file is None,
+        "ephemeral_key": key_file is None and dataset is None,
+        "datasets": names or None,
+        "examples": int(features.shape[0]),
         "device": device,
         "network_isolation": outcome.sandbox.get("network"),
         "epsilon_spent": ledger.spent(),
@@ -205,7 +231,8 @@ def run_cmd(
         click.echo(
             f"epsilon spent {ledger.spent():.4g} of {epsilon_budget:g} at delta {delta:g}; "
             f"signed by {signer}"
-            + (" (a throwaway key)" if key_file is None else "")
+            + (" (a throwaway key)" if data["ephemeral_key"] else "")
+            + (" (this vault's key)" if dataset is not None else "")
             + (f"; results in {out}" if out else "")
         )
 
