@@ -31,8 +31,8 @@ def test_the_whole_loop(tmp_path):
     assert carol["read_entries"] == 0 and carol["reads"] == []
     assert set(carol["last_actions"].values()) == {"import"}
     # each approving vault logged a read of every dataset in every round it took part in
-    assert alice["reads"] == ["0", "1", "2", "3"] and alice["read_entries"] == 4 * len(DATASETS)
-    assert bob["reads"] == ["0", "1", "2"] and bob["read_entries"] == 3 * len(DATASETS)
+    assert alice["reads"] == ["1", "2", "3", "4"] and alice["read_entries"] == 4 * len(DATASETS)
+    assert bob["reads"] == ["1", "2", "3"] and bob["read_entries"] == 3 * len(DATASETS)
     # Bob's revocation is the last entry of each of his logs, and he ran nothing after it
     assert set(bob["last_actions"].values()) == {"revoke"}
     assert facts["after_revocation"]["bob"] == []

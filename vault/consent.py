@@ -294,7 +294,8 @@ class ConsentScopedReader:
         consent = get_consent_or_missing(self._vault, self._consent_id)
         start = consent.time_from if time_from is None else time_from
         end = consent.time_to if time_to is None else time_to
-        where = f" (round {self._round})" if self._round is not None else ""
+        # rounds count from 0 on the wire; people read them from 1, as the GUI shows them
+        where = f" (round {self._round + 1})" if self._round is not None else ""
         # check inside the write transaction, so a revocation cannot slip in between
         with self._vault.transaction():
             consent = self._active(dataset, start, end)

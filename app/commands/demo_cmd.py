@@ -14,10 +14,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
-import socket
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -216,28 +213,14 @@ def request_payload(org: str, address: str, now: datetime) -> dict[str, Any]:
 @contextlib.contextmanager
 def exchange_on_loopback(folder: Path) -> Iterator[tuple[str, Any]]:
     """A real exchange (FastAPI + uvicorn) on a free 127.0.0.1 port; yields (URL, app)."""
-    import uvicorn
-
+    from agents.exchange.loopback import LoopbackServer
     from agents.exchange.server import create_app
 
     app = create_app(f"sqlite:///{folder / 'exchange.db'}")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the exchange did not start")
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        with LoopbackServer(app) as server:
+            yield server.url, app
     finally:
-        server.should_exit = True
-        thread.join(10)
         app.state.store.close()
 
 

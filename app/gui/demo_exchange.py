@@ -9,10 +9,7 @@ vault's own synthetic health data, and pay in demo credits.
 
 from __future__ import annotations
 
-import socket
 import tempfile
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -171,26 +168,12 @@ class DemoExchange:
     def __init__(self, folder: Path) -> None:
         import secrets
 
-        import uvicorn
-
+        from agents.exchange.loopback import LoopbackServer
         from agents.exchange.server import create_app
 
         self.app = create_app(f"sqlite:///{folder / 'exchange.db'}", secret=secrets.token_bytes(32))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="demo-exchange", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo exchange did not start")
-            time.sleep(0.02)
+        self._server = LoopbackServer(self.app)
+        self.url = self._server.url
 
     def post_demo_requests(self, days: int) -> list[str]:
         """Admit the demo organization and post its two requests; return their ids."""
@@ -210,6 +193,5 @@ class DemoExchange:
 
     def stop(self) -> None:
         """Stop serving and close the exchange's database."""
-        self.server.should_exit = True
-        self.thread.join(10)
+        self._server.stop()
         self.app.state.store.close()

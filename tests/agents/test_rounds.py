@@ -165,7 +165,7 @@ def test_an_approved_task_trains_submits_and_keeps_the_receipt(setup):
     assert update["examples"] >= 1 and update["epsilon"] > 0
     for name in (STEPS, HEART, SLEEP):
         (entry,) = _reads(vault, name)
-        assert entry["purpose"].endswith("(round 0)") and entry["task"] == request.id
+        assert entry["purpose"].endswith("(round 1)") and entry["task"] == request.id
     book = vl.ledger(vault)
     assert book["by_task"][0]["total"] == 0.5 and book["by_organization"][0]["name"] == "Sleep Lab"
     assert vl.verify_ledger(vault)["ok"] and vault.verify()["ok"]

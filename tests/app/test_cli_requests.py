@@ -206,5 +206,5 @@ def test_sync_approve_run_and_rewards_against_a_real_exchange(initialised, tmp_p
     reads = [
         e for e in _json(initialised("log", "health.step_count", "--json")) if e["action"] == "read"
     ]
-    assert [e["purpose"][-9:] for e in reads] == ["(round 0)", "(round 1)"]
+    assert [e["purpose"][-9:] for e in reads] == ["(round 1)", "(round 2)"]
     assert initialised("verify").code == 0

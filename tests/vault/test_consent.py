@@ -117,7 +117,7 @@ def test_reads_are_checked_logged_and_digested(data_vault, org, package):
     assert entry["action"] == "read"
     assert entry["actor"] == did_for(org)
     assert (entry["consent"], entry["task"], entry["rows"]) == (consent.id, request.id, 20)
-    assert entry["purpose"].endswith("(round 2)")
+    assert entry["purpose"].endswith("(round 3)")
     assert entry["digest"] == vc.rows_digest(rows)
     assert data_vault.verify()["ok"]
 

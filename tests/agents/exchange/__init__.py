@@ -13,9 +13,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ import pytest
 
 from agents.exchange import format_time
 from agents.exchange.auth import sign_call
+from agents.exchange.loopback import LoopbackServer, free_port  # noqa: F401 - tests import it here
 from agents.package import write_package
 from identity.keys import did_for, generate_key, jws_sign
 
@@ -195,34 +193,11 @@ def call(client: Any, who: Identity, method: str, path: str, body: Any = None) -
     return client.request(method, path, content=data or None, headers=headers)
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(app: Any, port: int | None = None) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1 in a thread; yield its base URL."""
-    import uvicorn
-
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with LoopbackServer(app, port, start_seconds=10) as server:
+        yield server.url
 
 
 def database_params() -> list[Any]:
