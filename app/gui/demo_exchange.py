@@ -49,50 +49,11 @@ REQUESTS = [
 ]
 
 
-def linear_model(d: int = FEATURES, batch: int = BATCH) -> bytes:
-    """ONNX: (w [d], b [1], features [B, d], labels [B], mask [B]) -> losses, grad.w, grad.b."""
-    from onnx import TensorProto
-    from onnx import helper as oh
-
-    value, node = oh.make_tensor_value_info, oh.make_node
-    inputs = [
-        value("w", TensorProto.FLOAT, [d]),
-        value("b", TensorProto.FLOAT, [1]),
-        value("features", TensorProto.FLOAT, [batch, d]),
-        value("labels", TensorProto.FLOAT, [batch]),
-        value("mask", TensorProto.FLOAT, [batch]),
-    ]
-    constants = [
-        oh.make_tensor("axis1", TensorProto.INT64, [1], [1]),
-        oh.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
-    ]
-    nodes = [
-        node("MatMul", ["features", "w"], ["xw"]),
-        node("Add", ["xw", "b"], ["z"]),
-        node("Sub", ["z", "labels"], ["e"]),
-        node("Mul", ["e", "e"], ["squared"]),
-        node("Mul", ["squared", "mask"], ["losses"]),
-        node("Mul", ["e", "two"], ["e2"]),  # d(e²)/dz = 2e
-        node("Mul", ["e2", "mask"], ["dz"]),
-        node("Unsqueeze", ["dz", "axis1"], ["dz_column"]),
-        node("Mul", ["dz_column", "features"], ["grad.w"]),
-        node("Identity", ["dz_column"], ["grad.b"]),
-    ]
-    outputs = [
-        value("losses", TensorProto.FLOAT, [batch]),
-        value("grad.w", TensorProto.FLOAT, [batch, d]),
-        value("grad.b", TensorProto.FLOAT, [batch, 1]),
-    ]
-    graph = oh.make_graph(nodes, "linear_mse", inputs, outputs, initializer=constants)
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def task_package(label: str) -> bytes:
     """A task package (``agents.package`` format) for the linear model predicting ``label``."""
     import numpy as np
 
+    from agents.linear_task import linear_mse_model
     from agents.package import write_package
 
     task = {
@@ -114,7 +75,7 @@ def task_package(label: str) -> bytes:
     params = {"w": np.zeros(FEATURES, np.float32), "b": np.zeros(1, np.float32)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "task.tpkg"
-        write_package(path, task, linear_model(), params)
+        write_package(path, task, linear_mse_model(FEATURES, BATCH), params)
         return path.read_bytes()
 
 
