@@ -42,8 +42,9 @@ from agents.exchange import (
     update_norm,
 )
 from agents.exchange.auth import HEADER_DID, AuthRefused, precheck_call, verify_call
+from agents.exchange.errors import Refused
 from agents.exchange.rewards import SignerMissing
-from agents.exchange.store import Refused, Store
+from agents.exchange.store import Store
 from agents.exchange.strategies import RoundInputs, strategy_for
 from agents.package import package_address, read_package
 from identity.keys import did_for, jws_verify
@@ -198,7 +199,7 @@ def create_app(
             log.exception("aggregation of %s failed; it is retried on the next call", request_id)
 
     def aggregate_due_round(request_id: str) -> None:
-        work = store.begin_aggregation(request_id, clock())
+        work = store.rounds.begin_aggregation(request_id, clock())
         if work is None:
             return
         started = time.perf_counter()
@@ -206,16 +207,18 @@ def create_app(
             info = request_info(request_id)
             strategy = strategy_for(info["payload"])
             inputs = RoundInputs(examples=work["examples"], norms=work["norms"])
-            chunks = store.round_chunks(request_id, work["round"], work["ids"], info["size"])
+            chunks = store.rounds.round_chunks(request_id, work["round"], work["ids"], info["size"])
             delta = strategy.aggregate(chunks, inputs, info["size"])
             params = np.frombuffer(store.params(request_id, work["round"]), dtype="<f4") + delta
             seconds = time.perf_counter() - started
-            store.finish_aggregation(request_id, work["round"], params.tobytes(), clock(), seconds)
+            store.rounds.finish_aggregation(
+                request_id, work["round"], params.tobytes(), clock(), seconds
+            )
         except BaseException:
-            store.abort_aggregation(request_id)
+            store.rounds.abort_aggregation(request_id)
             raise
         started = time.perf_counter()
-        store.drop_chunks(request_id, work["round"], info["size"])
+        store.rounds.drop_chunks(request_id, work["round"], info["size"])
         cleanup = time.perf_counter() - started
         app.state.aggregations.append(
             {
@@ -319,7 +322,7 @@ def create_app(
     ) -> dict[str, Any]:
         info = issuer_only(caller, request_id)
         background.add_task(advance, request_id)
-        rounds = store.round_status(request_id)
+        rounds = store.rounds.round_status(request_id)
         return {
             "id": request_id,
             **_round_view(store, info, clock()),
@@ -450,7 +453,7 @@ def create_app(
             bound = info["payload"]["aggregation"]["max_update_norm"]
             if norm > bound:
                 raise MessageRefused(f"update norm {norm:.6g} is over the limit of {bound:g}")
-            answer = store.accept_update(
+            answer = store.rounds.accept_update(
                 {
                     "request": request_id,
                     "vault": signer,
@@ -468,7 +471,9 @@ def create_app(
             # kept for the organization's status view: verdicts on updates from vaults it
             # asked; not "busy, retry" (503) and not strangers or revoked consents (403)
             if getattr(exc, "status", 400) not in (403, 503):
-                store.record_rejection(request_id, round_index, signer, str(exc), jws_hash, clock())
+                store.rounds.record_rejection(
+                    request_id, round_index, signer, str(exc), jws_hash, clock()
+                )
             raise
         background.add_task(advance, request_id)
         return answer

@@ -27,7 +27,7 @@ def default_db() -> str:
 def default_secret_file(db_url: str) -> Path:
     """Where the exchange secret lives: $TESSERA_EXCHANGE_SECRET_FILE, else beside a SQLite
     database, else in the user data folder."""
-    from agents.exchange.store import parse_url
+    from agents.exchange.database import parse_url
 
     if os.environ.get(SECRET_ENV):
         return Path(os.environ[SECRET_ENV])
@@ -57,8 +57,8 @@ def app_from_env() -> object:
 
     uvicorn imports this factory in each worker process when ``--workers`` is above 1.
     """
+    from agents.exchange.keybox import load_secret
     from agents.exchange.server import create_app
-    from agents.exchange.store import load_secret
 
     db_url = default_db()
     return create_app(db_url, secret=load_secret(default_secret_file(db_url)))
@@ -85,7 +85,8 @@ def serve(host: str, port: int, workers: int, db_url: str | None, secret_file: P
     """Serve the exchange API (OpenAPI schema at /openapi.json)."""
     import uvicorn
 
-    from agents.exchange.store import Store, load_secret
+    from agents.exchange.keybox import load_secret
+    from agents.exchange.store import Store
 
     db_url = db_url or default_db()
     secret_path = secret_file or default_secret_file(db_url)

@@ -13,17 +13,11 @@ import pytest
 
 from agents.exchange import aggregate
 from agents.exchange.client import ExchangeClient
+from agents.exchange.database import CHUNK, Database, parse_url
+from agents.exchange.errors import Refused
+from agents.exchange.keybox import KeyBox, load_secret
 from agents.exchange.server import create_app
-from agents.exchange.store import (
-    CHUNK,
-    NONCE_TTL,
-    Database,
-    KeyBox,
-    Refused,
-    Store,
-    load_secret,
-    parse_url,
-)
+from agents.exchange.store import NONCE_TTL, Store
 from vault.errors import TesseraError
 
 from . import (  # noqa: F401
