@@ -188,13 +188,13 @@ def test_failed_aggregation_is_retried_on_the_next_fetch(exchange, monkeypatch):
     }
     request, token = exchange.open_request(aggregation=aggregation)
     vault, consent = exchange.consenting_vault(request, token)
-    import agents.exchange.server as server
+    import agents.exchange.service as service
 
-    real = server.strategy_for
-    monkeypatch.setattr(server, "strategy_for", lambda *_: (_ for _ in ()).throw(OSError("disk")))
+    real = service.strategy_for
+    monkeypatch.setattr(service, "strategy_for", lambda *_: (_ for _ in ()).throw(OSError("disk")))
     answer = exchange.submit(vault, request, update_jws(vault, request, consent, random_delta()))
     stuck = call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")
-    monkeypatch.setattr(server, "strategy_for", real)
+    monkeypatch.setattr(service, "strategy_for", real)
     call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")  # retries it
     recovered = call(exchange.client, vault, "GET", f"/v1/requests/{request['id']}/round")
 
