@@ -3,7 +3,8 @@
 A package is a zip (stored, fixed 1980-01-01 timestamps, sorted names, so identical content
 gives identical bytes) with exactly three members:
 
-- ``task.json``: canonical JSON, ``format: tessera-task/1`` (schema in :func:`check_task`);
+- ``task.json``: canonical JSON, ``format: tessera-task/1`` (schema in
+  :func:`agents.task_schema.check_task`);
 - ``model.onnx``: inputs = one per parameter (named as in ``task.json``), then ``features``
   [B, *features.shape] float32, ``labels`` [B] (label.dtype), ``mask`` [B] float32; outputs =
   ``losses`` [B] float32, then ``grad.<param>`` [B, *param shape] float32 per parameter;
@@ -19,10 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
-import re
 import struct
 import tempfile
 import zipfile
@@ -32,37 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from agents.task_schema import MAX_MODEL_BYTES, check_task, parse_task
 from identity.keys import canonical_json
 from vault.errors import ModelRefused
 
-FORMAT = "tessera-task/1"
 MEMBERS = ("model.onnx", "params.npz", "task.json")
-LOSSES = ("cross_entropy", "mse", "bce")
-LABEL_DTYPES = ("int64", "float32")
-MAX_MODEL_BYTES = 256 * 1024**2
 MAX_TOTAL_BYTES = 512 * 1024**2
 MAX_TASK_JSON_BYTES = 1024**2
-MAX_DIMS = 8
-MAX_BATCH_SIZE = 65_536
-RESERVED_NAMES = ("features", "labels", "mask", "losses")
-# Parameter names become ONNX input names and npz member names: keep them plain (torch
-# names such as "0.weight" start with a digit).
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,127}$")
-_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-_TASK_KEYS = {
-    "format",
-    "name",
-    "params",
-    "batch_size",
-    "features",
-    "label",
-    "loss",
-    "files",
-    "opset",
-    "flops_per_example",
-    "created_by",
-}
 
 
 @dataclass(frozen=True)
@@ -96,130 +72,6 @@ _ZIP_ERRORS = (
     KeyError,
     struct.error,
 )
-
-# ---------------------------------------------------------------------------------- task.json
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass; true/false are never a size
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_shape(where: str, shape: Any, max_elements: int) -> list[int]:
-    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
-        raise ModelRefused(f"task.json: {where} must be a list of at most {MAX_DIMS} sizes")
-    for dim in shape:
-        if not _is_int(dim) or dim < 1:
-            raise ModelRefused(f"task.json: {where} must hold positive integers, got {dim!r}")
-    if math.prod(shape) > max_elements:
-        raise ModelRefused(f"task.json: {where} {shape} is too large")
-    return shape
-
-
-def _check_keys(where: str, obj: Any, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ModelRefused(f"task.json: {where} must be an object")
-    if set(obj) != keys:
-        missing = sorted(keys - set(obj))
-        extra = sorted(set(obj) - keys)
-        raise ModelRefused(f"task.json: {where} keys wrong (missing {missing}, unexpected {extra})")
-    return obj
-
-
-def _check_str(where: str, value: Any, max_len: int = 200) -> str:
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise ModelRefused(f"task.json: {where} must be a non-empty string (<= {max_len} chars)")
-    return value
-
-
-def check_task(task: Any) -> None:
-    """Raise ModelRefused unless ``task`` is a well-formed ``tessera-task/1`` description.
-
-    Beyond types: cross_entropy needs int64 labels and ``classes`` >= 2; mse and bce need
-    float32 labels; parameter names are plain identifiers (dots allowed), unique, and not one of
-    the reserved input/output names.
-    """
-    _check_keys("top level", task, _TASK_KEYS)
-    if task["format"] != FORMAT:
-        raise ModelRefused(f"task.json: format must be {FORMAT!r}, got {task['format']!r}")
-    _check_str("name", task["name"])
-    _check_str("created_by", task["created_by"])
-    max_elements = MAX_MODEL_BYTES // 4
-    params = task["params"]
-    if not isinstance(params, list) or not params or len(params) > 1024:
-        raise ModelRefused("task.json: params must be a non-empty list (at most 1024)")
-    seen: set[str] = set()
-    for i, spec in enumerate(params):
-        _check_keys(f"params[{i}]", spec, {"name", "shape", "dtype"})
-        name = spec["name"]
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name in RESERVED_NAMES:
-            raise ModelRefused(f"task.json: params[{i}] has a bad name {name!r}")
-        if name in seen:
-            raise ModelRefused(f"task.json: parameter {name!r} declared twice")
-        seen.add(name)
-        _check_shape(f"params[{i}].shape", spec["shape"], max_elements)
-        if spec["dtype"] != "float32":
-            raise ModelRefused(f"task.json: parameter {name!r} must be float32")
-    batch = task["batch_size"]
-    if not _is_int(batch) or not 1 <= batch <= MAX_BATCH_SIZE:
-        raise ModelRefused(f"task.json: batch_size must be an integer in 1..{MAX_BATCH_SIZE}")
-    features = _check_keys("features", task["features"], {"recipe", "shape", "dtype"})
-    _check_str("features.recipe", features["recipe"])
-    _check_shape("features.shape", features["shape"], max_elements // batch)
-    if not features["shape"]:
-        raise ModelRefused("task.json: features.shape must have at least one dimension")
-    if features["dtype"] != "float32":
-        raise ModelRefused("task.json: features.dtype must be float32")
-    label = _check_keys("label", task["label"], {"field", "dtype", "classes"})
-    _check_str("label.field", label["field"])
-    if label["dtype"] not in LABEL_DTYPES:
-        raise ModelRefused(f"task.json: label.dtype must be one of {list(LABEL_DTYPES)}")
-    classes = label["classes"]
-    if classes is not None and (not _is_int(classes) or not 2 <= classes <= 1_000_000):
-        raise ModelRefused("task.json: label.classes must be null or an integer >= 2")
-    loss = task["loss"]
-    if loss not in LOSSES:
-        raise ModelRefused(f"task.json: loss must be one of {list(LOSSES)}, got {loss!r}")
-    if loss == "cross_entropy" and (label["dtype"] != "int64" or classes is None):
-        raise ModelRefused("task.json: cross_entropy needs int64 labels and label.classes")
-    if loss in ("mse", "bce") and label["dtype"] != "float32":
-        raise ModelRefused(f"task.json: {loss} needs float32 labels")
-    files = _check_keys("files", task["files"], {"model.onnx", "params.npz"})
-    for member, digest in files.items():
-        if not isinstance(digest, str) or not _HEX_RE.match(digest):
-            raise ModelRefused(f"task.json: files[{member!r}] must be a lowercase SHA-256 hex")
-    if not _is_int(task["opset"]) or not 1 <= task["opset"] <= 1000:
-        raise ModelRefused("task.json: opset must be a positive integer")
-    flops = task["flops_per_example"]
-    if not _is_int(flops) or flops < 0:
-        raise ModelRefused("task.json: flops_per_example must be a non-negative integer")
-
-
-def _refuse_constant(text: str) -> None:
-    raise ModelRefused(f"task.json: {text} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ModelRefused(f"task.json: key {key!r} appears twice")
-        obj[key] = value
-    return obj
-
-
-def _parse_task(data: bytes) -> dict[str, Any]:
-    try:
-        task = json.loads(
-            data.decode("utf-8"),
-            parse_constant=_refuse_constant,
-            object_pairs_hook=_no_duplicates,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ModelRefused(f"task.json is not valid JSON ({exc})") from None
-    check_task(task)
-    return task
-
 
 # --------------------------------------------------------------------------------- params.npz
 
@@ -439,7 +291,7 @@ def read_package(source: str | os.PathLike[str] | bytes) -> TaskPackage:
         if len(raw) > limit or total > MAX_TOTAL_BYTES:
             raise ModelRefused(f"package member {info.filename} is larger than allowed")
         contents[info.filename] = raw
-    task = _parse_task(contents["task.json"])
+    task = parse_task(contents["task.json"])
     for member in ("model.onnx", "params.npz"):
         if _sha256(contents[member]) != task["files"][member]:
             raise ModelRefused(f"package hash mismatch for {member}")

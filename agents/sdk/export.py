@@ -41,7 +41,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from agents.package import LOSSES, check_task, write_package
+from agents.package import write_package
+from agents.task_schema import LOSSES, check_task
 from agents.validator import ModelReport, check_task_io, validate_model
 from vault import __version__
 from vault.errors import ModelRefused
