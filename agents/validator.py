@@ -25,17 +25,17 @@ reductions and data movement are not counted. No torch here.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnx
-from onnx import GraphProto, TensorProto
+from onnx import GraphProto
 
+from agents.onnx_runtime import runtime_limits
+from agents.onnx_tensors import ELEMENT_SIZES, check_tensors
 from agents.package import read_package
 from vault.errors import ModelRefused
 
@@ -60,25 +60,6 @@ _OTHER_SAFE = """
 ALLOWED_OPS = frozenset(_USED_BY_EXPORTS.split()) | frozenset(_OTHER_SAFE.split())
 LOOP_OPS = frozenset({"Loop", "Scan"})
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
-# element type -> bytes per element; strings, complex, 4-bit and 8-bit floats are refused
-ELEMENT_SIZES = {
-    TensorProto.FLOAT: 4,
-    TensorProto.DOUBLE: 8,
-    TensorProto.FLOAT16: 2,
-    TensorProto.BFLOAT16: 2,
-    TensorProto.INT64: 8,
-    TensorProto.INT32: 4,
-    TensorProto.INT16: 2,
-    TensorProto.INT8: 1,
-    TensorProto.UINT8: 1,
-    TensorProto.BOOL: 1,
-}
-# which typed field holds the values when raw_data is empty (per TensorProto's comments)
-_TYPED_FIELD = {
-    TensorProto.FLOAT: "float_data",
-    TensorProto.DOUBLE: "double_data",
-    TensorProto.INT64: "int64_data",
-}
 DATA_INPUTS = ("features", "labels", "mask")
 
 
@@ -114,140 +95,6 @@ class ModelReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy of the report."""
         return asdict(self)
-
-
-# ------------------------------------------------------------------------------- runtime caps
-
-
-def _probe_model(opset: int, ir_version: int) -> bytes:
-    from onnx import helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version
-    )
-    return model.SerializeToString()
-
-
-def _runtime_accepts(data: bytes) -> bool:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # the failures are expected; keep stderr clean
-    try:
-        ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception:  # noqa: BLE001 - any refusal means "not supported"
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=1)
-def runtime_limits() -> tuple[int, int]:
-    """(max default-domain opset, max IR version) both onnx and ONNX Runtime support."""
-    max_opset = onnx.defs.onnx_opset_version()
-    while max_opset > 7 and not _runtime_accepts(_probe_model(max_opset, 8)):
-        max_opset -= 1
-    max_ir = onnx.IR_VERSION
-    while max_ir > 7 and not _runtime_accepts(_probe_model(13, max_ir)):
-        max_ir -= 1
-    return max_opset, max_ir
-
-
-# ------------------------------------------------------------------------------------ tensors
-
-
-def _walk_tensors(
-    graph: GraphProto, where: str, depth: int, limits: Limits
-) -> Iterator[tuple[TensorProto, str, bool]]:
-    """Every tensor in ``graph`` and its subgraphs as (tensor, where, is_sparse)."""
-    if depth > limits.max_graph_depth:
-        raise ModelRefused(f"subgraphs nested deeper than {limits.max_graph_depth}")
-    for tensor in graph.initializer:
-        yield tensor, where, False
-    for sparse in graph.sparse_initializer:
-        yield sparse.values, where, True
-        yield sparse.indices, where, True
-    for node in graph.node:
-        place = f"{where}/{node.op_type}" + (f":{node.name}" if node.name else "")
-        for attr in node.attribute:
-            if attr.ref_attr_name:
-                raise ModelRefused(f"attribute {attr.name} in {place} refers to a function")
-            for tensor in ([attr.t] if attr.HasField("t") else []) + list(attr.tensors):
-                yield tensor, place, False
-            sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
-            for item in sparse + list(attr.sparse_tensors):
-                yield item.values, place, True
-                yield item.indices, place, True
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _walk_tensors(sub, f"{place}/{attr.name}", depth + 1, limits)
-
-
-def _label(tensor: TensorProto, where: str) -> str:
-    return f"tensor {tensor.name or '(unnamed)'} in {where}"
-
-
-def _check_data(tensor: TensorProto, what: str, count: int, size: int) -> None:
-    """The stored values must be exactly what the dims declare, in one representation."""
-    if tensor.HasField("segment"):
-        raise ModelRefused(f"{what} is segmented")
-    typed = {
-        name: len(getattr(tensor, name))
-        for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
-        if len(getattr(tensor, name))
-    }
-    if len(tensor.string_data):
-        raise ModelRefused(f"{what} holds strings")
-    if tensor.raw_data:
-        if typed:
-            raise ModelRefused(f"{what} holds both raw and typed data")
-        if len(tensor.raw_data) != count * size:
-            raise ModelRefused(
-                f"{what} has {len(tensor.raw_data)} bytes of data, its dims declare {count * size}"
-            )
-        return
-    expected_field = _TYPED_FIELD.get(tensor.data_type, "int32_data")
-    have = typed.get(expected_field, 0)
-    if set(typed) - {expected_field} or have != count:
-        raise ModelRefused(f"{what} has {have} values, its dims declare {count}")
-
-
-def _check_tensors(graph: GraphProto, limits: Limits) -> None:
-    """Pass 1 over every tensor, subgraphs included, before anything else is judged.
-
-    External data first (the most dangerous), then types and declared sizes (one tensor and the
-    running total), then that the stored data agrees with the dims; sparse tensors are refused.
-    """
-    tensors = list(_walk_tensors(graph, "graph", 0, limits))
-    for tensor, where, _ in tensors:
-        if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise ModelRefused(
-                f"{_label(tensor, where)} uses external data (location {location!r})"
-            )
-    total = 0
-    sizes = []
-    for tensor, where, sparse in tensors:
-        what = _label(tensor, where)
-        if sparse:
-            raise ModelRefused(f"sparse {what} is not allowed")
-        size = ELEMENT_SIZES.get(tensor.data_type)
-        if size is None:
-            raise ModelRefused(f"{what} has a refused element type {tensor.data_type}")
-        if any(d < 0 for d in tensor.dims):
-            raise ModelRefused(f"{what} has a negative dimension")
-        count = math.prod(tensor.dims)
-        if count * size > limits.max_tensor_bytes:
-            raise ModelRefused(
-                f"{what} declares {count * size} bytes, over the limit of {limits.max_tensor_bytes}"
-            )
-        total += count * size
-        if total > limits.max_total_bytes:
-            raise ModelRefused(f"tensors declare more than {limits.max_total_bytes} bytes in all")
-        sizes.append((count, size))
-    for (tensor, where, _), (count, size) in zip(tensors, sizes, strict=True):
-        _check_data(tensor, _label(tensor, where), count, size)
 
 
 # -------------------------------------------------------------------------------- structure
@@ -361,7 +208,9 @@ def _validate(model_bytes: bytes, limits: Limits) -> ModelReport:
         raise ModelRefused("not an ONNX model (no graph)")
     if len(model.functions) or len(model.training_info) or len(model.configuration):
         raise ModelRefused("model-local functions, training info or configurations are refused")
-    _check_tensors(model.graph, limits)
+    check_tensors(
+        model.graph, limits.max_graph_depth, limits.max_tensor_bytes, limits.max_total_bytes
+    )
     opset = _check_opsets(model)
     counts: Counter[str] = Counter()
     _check_nodes(model.graph, limits, counts)

@@ -15,11 +15,11 @@ import click
 import onnx
 import pytest
 
+from agents.onnx_runtime import runtime_limits
 from agents.validator import (
     ALLOWED_OPS,
     Limits,
     check_task_io,
-    runtime_limits,
     validate_model,
     validate_package,
 )
