@@ -16,7 +16,6 @@ Everything that does not verify raises VerificationFailed with a reason a person
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import time
 import uuid
@@ -24,12 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from identity.keys import did_for, jws_sign, jws_verify
+from identity.claims import integer, member_object, number, text, verified_token, when
+from identity.keys import did_for, jws_sign
 from identity.receipts import verify_receipt_chain
 from vault.errors import VerificationFailed
-from vault.timeparse import iso_utc, parse_iso8601
+from vault.timeparse import iso_utc
 
-MAX_TOKEN_BYTES = 64 * 1024
 CLOCK_SKEW_SECONDS = 300
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{32}$")
 CONSENT_ID = re.compile(r"^consent-[0-9a-f]{32}$")
@@ -41,57 +40,6 @@ OPTIMIZERS = ("sgd", "adam")
 def token_hash(token: str) -> str:
     """SHA-256 hex of a JWS string (how requests and receipts are referred to)."""
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
-
-
-def _when(value: Any, what: str) -> float:
-    if not isinstance(value, str) or not value.endswith("Z"):
-        raise VerificationFailed(f"{what} must be an ISO 8601 UTC time ending in Z")
-    try:
-        return parse_iso8601(value)[0]
-    except ValueError:
-        raise VerificationFailed(f"{what} is not a valid time: {value!r}") from None
-
-
-def _number(obj: Mapping[str, Any], key: str, where: str, low: float, high: float) -> float:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise VerificationFailed(f"{where}.{key} must be a number")
-    if not low <= value <= high:
-        raise VerificationFailed(f"{where}.{key} = {value} is outside {low}..{high}")
-    return float(value)
-
-
-def _integer(obj: Mapping[str, Any], key: str, where: str, low: int, high: int) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise VerificationFailed(f"{where}.{key} must be an integer in {low}..{high}")
-    return value
-
-
-def _text(obj: Mapping[str, Any], key: str, where: str, limit: int = 200) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise VerificationFailed(f"{where}.{key} must be a non-empty text of at most {limit}")
-    return value
-
-
-def _object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise VerificationFailed(f"{where}.{key} must be an object")
-    return value
-
-
-def _token(jws: Any, what: str, expected_did: str | None = None) -> tuple[str, dict[str, Any]]:
-    if not isinstance(jws, str) or len(jws) > MAX_TOKEN_BYTES:
-        raise VerificationFailed(f"{what}: not a JWS or too large")
-    try:
-        signer, payload = jws_verify(jws, expected_did)
-    except VerificationFailed as exc:
-        raise VerificationFailed(f"{what}: {exc}") from None
-    if not isinstance(payload, dict):
-        raise VerificationFailed(f"{what}: payload is not an object")
-    return signer, payload
 
 
 # ---------------------------------------------------------------------------- requests
@@ -185,13 +133,13 @@ def parse_request(jws: str, payload: Mapping[str, Any]) -> TrainingRequest:
         raise VerificationFailed(f"not a training request (type {payload.get('type')!r})")
     if not isinstance(payload.get("id"), str) or not REQUEST_ID.match(payload["id"]):
         raise VerificationFailed("request.id must be 'req-' and 32 hex digits")
-    issued = _when(payload.get("issued"), "request.issued")
-    expires = _when(payload.get("expires"), "request.expires")
+    issued = when(payload.get("issued"), "request.issued")
+    expires = when(payload.get("expires"), "request.expires")
     if expires <= issued:
         raise VerificationFailed("request expires before it was issued")
-    time_range = _object(payload, "time_range", w)
-    time_from = _when(time_range.get("from"), "request.time_range.from")
-    time_to = _when(time_range.get("to"), "request.time_range.to")
+    time_range = member_object(payload, "time_range", w)
+    time_from = when(time_range.get("from"), "request.time_range.from")
+    time_to = when(time_range.get("to"), "request.time_range.to")
     if time_to <= time_from:
         raise VerificationFailed("request.time_range ends before it starts")
     if not isinstance(payload.get("package"), str) or not PACKAGE.match(payload["package"]):
@@ -199,9 +147,9 @@ def parse_request(jws: str, payload: Mapping[str, Any]) -> TrainingRequest:
     optimizer = payload.get("optimizer")
     if optimizer not in OPTIMIZERS:
         raise VerificationFailed(f"request.optimizer must be one of {list(OPTIMIZERS)}")
-    privacy = _object(payload, "privacy", w)
-    reward = _object(payload, "reward", w)
-    aggregation = _object(payload, "aggregation", w)
+    privacy = member_object(payload, "privacy", w)
+    reward = member_object(payload, "reward", w)
+    aggregation = member_object(payload, "aggregation", w)
     datasets = _strings(payload, "datasets", 64, DATASET)
     if not datasets:
         raise VerificationFailed("request names no datasets")
@@ -209,39 +157,41 @@ def parse_request(jws: str, payload: Mapping[str, Any]) -> TrainingRequest:
         jws=jws,
         payload=dict(payload),
         id=payload["id"],
-        issuer=_text(payload, "issuer", w, 200),
-        organization=_text(_object(payload, "organization", w), "name", "request.organization"),
+        issuer=text(payload, "issuer", w, 200),
+        organization=text(
+            member_object(payload, "organization", w), "name", "request.organization"
+        ),
         issued=issued,
         expires=expires,
-        purpose=_text(payload, "purpose", w, 2000),
+        purpose=text(payload, "purpose", w, 2000),
         datasets=datasets,
         fields=_strings(payload, "fields", 512, None),
         time_from=time_from,
         time_to=time_to,
-        recipe=_text(payload, "recipe", w, 100),
-        label=_text(payload, "label", w, 200),
+        recipe=text(payload, "recipe", w, 100),
+        label=text(payload, "label", w, 200),
         package=payload["package"],
-        rounds=_integer(payload, "rounds", w, 1, 10_000),
-        local_steps=_integer(payload, "local_steps", w, 1, 100_000),
-        batch_size=_integer(payload, "batch_size", w, 1, 65_536),
-        learning_rate=_number(payload, "learning_rate", w, 1e-12, 1e3),
+        rounds=integer(payload, "rounds", w, 1, 10_000),
+        local_steps=integer(payload, "local_steps", w, 1, 100_000),
+        batch_size=integer(payload, "batch_size", w, 1, 65_536),
+        learning_rate=number(payload, "learning_rate", w, 1e-12, 1e3),
         optimizer=optimizer,
         privacy=Privacy(
-            epsilon=_number(privacy, "epsilon", "request.privacy", 1e-6, 1e3),
-            delta=_number(privacy, "delta", "request.privacy", 1e-30, 0.1),
-            clip_norm=_number(privacy, "clip_norm", "request.privacy", 1e-9, 1e9),
-            noise_multiplier=_number(privacy, "noise_multiplier", "request.privacy", 1e-3, 1e6),
+            epsilon=number(privacy, "epsilon", "request.privacy", 1e-6, 1e3),
+            delta=number(privacy, "delta", "request.privacy", 1e-30, 0.1),
+            clip_norm=number(privacy, "clip_norm", "request.privacy", 1e-9, 1e9),
+            noise_multiplier=number(privacy, "noise_multiplier", "request.privacy", 1e-3, 1e6),
         ),
         reward=RewardTerms(
-            per_update=_number(reward, "per_update", "request.reward", 0, 1e12),
-            unit=_text(reward, "unit", "request.reward", 40),
-            cap=_number(reward, "cap", "request.reward", 0, 1e15),
+            per_update=number(reward, "per_update", "request.reward", 0, 1e12),
+            unit=text(reward, "unit", "request.reward", 40),
+            cap=number(reward, "cap", "request.reward", 0, 1e15),
         ),
         aggregation=Aggregation(
-            strategy=_text(aggregation, "strategy", "request.aggregation", 40),
-            min_updates=_integer(aggregation, "min_updates", "request.aggregation", 1, 10**7),
-            round_seconds=_number(aggregation, "round_seconds", "request.aggregation", 1, 1e8),
-            max_update_norm=_number(aggregation, "max_update_norm", "request.aggregation", 0, 1e12),
+            strategy=text(aggregation, "strategy", "request.aggregation", 40),
+            min_updates=integer(aggregation, "min_updates", "request.aggregation", 1, 10**7),
+            round_seconds=number(aggregation, "round_seconds", "request.aggregation", 1, 1e8),
+            max_update_norm=number(aggregation, "max_update_norm", "request.aggregation", 0, 1e12),
         ),
     )
     _check_recipe(request)
@@ -262,7 +212,7 @@ def verify_request(
     jws: str, now: float | None = None, allow_expired: bool = False
 ) -> TrainingRequest:
     """Verify a training request: signature, signer == issuer, well-formed, not expired."""
-    signer, payload = _token(jws, "training request")
+    signer, payload = verified_token(jws, "training request")
     request = parse_request(jws, payload)
     if signer != request.issuer:
         raise VerificationFailed(
@@ -308,16 +258,16 @@ def verify_consent(
     jws: str, subject: str | None = None, request: TrainingRequest | None = None
 ) -> dict[str, Any]:
     """Check a consent receipt's signature, shape and (if given) its subject and request."""
-    signer, payload = _token(jws, "consent receipt", subject)
+    signer, payload = verified_token(jws, "consent receipt", subject)
     if payload.get("type") != "ConsentReceipt":
         raise VerificationFailed("not a consent receipt")
     if payload.get("subject") != signer:
         raise VerificationFailed("consent receipt names a subject other than its signer")
     if not isinstance(payload.get("id"), str) or not CONSENT_ID.match(payload["id"]):
         raise VerificationFailed("consent receipt id must be 'consent-' and 32 hex digits")
-    _when(payload.get("issued"), "consent.issued")
-    _when(payload.get("expires"), "consent.expires")
-    _number(payload, "epsilon_budget", "consent", 1e-9, 1e3)
+    when(payload.get("issued"), "consent.issued")
+    when(payload.get("expires"), "consent.expires")
+    number(payload, "epsilon_budget", "consent", 1e-9, 1e3)
     if request is not None:
         if (payload.get("request"), payload.get("request_hash")) != (request.id, request.hash):
             raise VerificationFailed("consent receipt is for a different request")
@@ -341,12 +291,12 @@ def issue_revocation(jwk: str, consent_id: str, now: float | None = None) -> str
 
 def verify_revocation(jws: str, subject: str | None = None) -> dict[str, Any]:
     """Check a revocation's signature and shape."""
-    signer, payload = _token(jws, "consent revocation", subject)
+    signer, payload = verified_token(jws, "consent revocation", subject)
     if payload.get("type") != "ConsentRevocation" or payload.get("subject") != signer:
         raise VerificationFailed("not a consent revocation by its subject")
     if not isinstance(payload.get("consent"), str) or not CONSENT_ID.match(payload["consent"]):
         raise VerificationFailed("revocation names no consent")
-    _when(payload.get("issued"), "revocation.issued")
+    when(payload.get("issued"), "revocation.issued")
     return payload
 
 
@@ -379,7 +329,7 @@ def verify_reward_receipt(
     jws: str, person: str | None = None, organization: str | None = None
 ) -> RewardReceipt:
     """Check a reward receipt: signed by its organization, for ``person``, well-formed."""
-    signer, p = _token(jws, "reward receipt", organization)
+    signer, p = verified_token(jws, "reward receipt", organization)
     w = "receipt"
     if p.get("type") != "RewardReceipt":
         raise VerificationFailed("not a reward receipt")
@@ -392,15 +342,15 @@ def verify_reward_receipt(
         raise VerificationFailed("reward receipt prev must be a SHA-256 hex or null")
     return RewardReceipt(
         jws=jws,
-        id=_text(p, "id", w),
-        request=_text(p, "request", w),
-        round=_integer(p, "round", w, 0, 10**9),
-        person=_text(p, "person", w),
+        id=text(p, "id", w),
+        request=text(p, "request", w),
+        round=integer(p, "round", w, 0, 10**9),
+        person=text(p, "person", w),
         organization=signer,
-        amount=_number(p, "amount", w, 0, 1e15),
-        unit=_text(p, "unit", w, 40),
-        issued=_when(p.get("issued"), "receipt.issued"),
-        seq=_integer(p, "seq", w, 0, 10**12),
+        amount=number(p, "amount", w, 0, 1e15),
+        unit=text(p, "unit", w, 40),
+        issued=when(p.get("issued"), "receipt.issued"),
+        seq=integer(p, "seq", w, 0, 10**12),
         prev=prev,
     )
 
