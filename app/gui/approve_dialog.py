@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.gui.widgets import label
+from app.gui.widgets import dialog_buttons, label
 
 
 class ApproveDialog(QDialog):
@@ -73,11 +73,7 @@ class ApproveDialog(QDialog):
         self.until.setDate(last)
         form.addRow("Consent ends on:", self.until)
         layout.addLayout(form)
-        self.buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        self.ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok.setText("Approve")
+        self.buttons, self.ok = dialog_buttons(QDialogButtonBox.StandardButton.Ok, "Approve")
         layout.addWidget(self.buttons)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
@@ -23,8 +22,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import plain_message
 from app.gui.passphrase_strength import PassphraseFields
 from app.gui.session import Session
-from app.gui.style import BAD_COLOR
-from app.gui.widgets import label
+from app.gui.widgets import dialog_buttons, error_label, label
 from app.gui.worker import CancelledFn, ProgressFn
 
 
@@ -57,14 +55,9 @@ class BackupDialog(QDialog):
         layout.addLayout(form)
         self.fields = PassphraseFields("Backup password")
         layout.addWidget(self.fields)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet(f"color: {BAD_COLOR};")
+        self.message = error_label()
         layout.addWidget(self.message)
-        self.buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        self.save = self.buttons.button(QDialogButtonBox.StandardButton.Save)
+        self.buttons, self.save = dialog_buttons(QDialogButtonBox.StandardButton.Save)
         self.save.setEnabled(False)
         layout.addWidget(self.buttons)
         browse.clicked.connect(self._browse)

@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QVBoxLayout,
     QWidget,
@@ -19,7 +18,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import plain_message
 from app.gui.passphrase_strength import PassphraseFields
 from app.gui.session import Session
-from app.gui.style import BAD_COLOR
+from app.gui.widgets import dialog_buttons, error_label
 from app.gui.worker import CancelledFn, ProgressFn
 
 
@@ -40,15 +39,11 @@ class ChangePassphraseDialog(QDialog):
         layout.addLayout(form)
         self.fields = PassphraseFields("New passphrase")
         layout.addWidget(self.fields)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet(f"color: {BAD_COLOR};")
+        self.message = error_label()
         layout.addWidget(self.message)
-        self.buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        self.buttons, self.ok = dialog_buttons(
+            QDialogButtonBox.StandardButton.Ok, "Change passphrase"
         )
-        self.ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok.setText("Change passphrase")
         self.ok.setEnabled(False)
         layout.addWidget(self.buttons)
         self.buttons.accepted.connect(self._change)

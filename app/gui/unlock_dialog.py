@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -24,8 +23,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import plain_message, show_error
 from app.gui.passphrase_strength import PassphraseFields
 from app.gui.session import Session
-from app.gui.style import BAD_COLOR
-from app.gui.widgets import centered, label
+from app.gui.widgets import centered, error_label, label
 from app.gui.worker import CancelledFn, ProgressFn
 
 
@@ -55,9 +53,7 @@ class UnlockScreen(QWidget):
         self.passphrase.setAccessibleName("Passphrase")
         self.passphrase.setMinimumHeight(32)
         layout.addWidget(self.passphrase)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet(f"color: {BAD_COLOR};")
+        self.message = error_label()
         self.message.setAccessibleName("Unlock message")
         layout.addWidget(self.message)
         self.hint = label("", "subtitle", wrap=True)
@@ -113,9 +109,7 @@ class UnlockScreen(QWidget):
         layout.addLayout(form)
         self.new_fields = PassphraseFields("New passphrase")
         layout.addWidget(self.new_fields)
-        self.recover_message = QLabel()
-        self.recover_message.setWordWrap(True)
-        self.recover_message.setStyleSheet(f"color: {BAD_COLOR};")
+        self.recover_message = error_label()
         layout.addWidget(self.recover_message)
         buttons = QHBoxLayout()
         self.recover_back = QPushButton("Back")

@@ -9,15 +9,19 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialogButtonBox,
     QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from app.gui.style import BAD_COLOR
 
 
 class LazyRefresh:
@@ -56,6 +60,25 @@ def label(text: str, role: str | None = None, wrap: bool = False) -> QLabel:
         widget.setProperty("role", role)
     widget.setWordWrap(wrap)
     return widget
+
+
+def error_label() -> QLabel:
+    """An empty word-wrapped label that shows a dialog's problem in the warning colour."""
+    widget = QLabel()
+    widget.setWordWrap(True)
+    widget.setStyleSheet(f"color: {BAD_COLOR};")
+    return widget
+
+
+def dialog_buttons(
+    primary: QDialogButtonBox.StandardButton, text: str | None = None
+) -> tuple[QDialogButtonBox, QPushButton]:
+    """A dialog's ``primary`` and Cancel buttons, and the primary button (renamed ``text``)."""
+    buttons = QDialogButtonBox(primary | QDialogButtonBox.StandardButton.Cancel)
+    button = buttons.button(primary)
+    if text is not None:
+        button.setText(text)
+    return buttons, button
 
 
 def screen_header(title: str, subtitle: str = "") -> QWidget:
