@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agents.package import package_address
 from agents.request_check import receive_request
-from tests.fixtures.training_requests import activity_export, new_org, package_bytes, signed_request
+from tests.fixtures.inbox import (  # noqa: F401
+    add_request,
+    data_vault_fixture,
+    org_fixture,
+    package_fixture,
+)
+from tests.fixtures.training_requests import package_bytes, signed_request
 from vault import consent as vc
 from vault.errors import ModelRefused, VerificationFailed
-
-
-@pytest.fixture
-def org() -> str:
-    return new_org()
-
-
-@pytest.fixture
-def package(tmp_path: Path) -> bytes:
-    return package_bytes(tmp_path)
-
-
-@pytest.fixture
-def data_vault(vault, tmp_path: Path):
-    vault.import_path(activity_export(tmp_path / "export.xml", days=20))
-    return vault
-
-
-def _add(vault, org, package, **overrides):
-    request, new = receive_request(
-        vault, signed_request(org, package_address(package), **overrides), package, "test"
-    )
-    assert new
-    return request
 
 
 def test_a_verified_request_lands_in_the_inbox_once(data_vault, org, package):
@@ -49,7 +29,7 @@ def test_a_verified_request_lands_in_the_inbox_once(data_vault, org, package):
 
 
 def test_a_replayed_id_with_other_content_is_refused(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     with pytest.raises(VerificationFailed, match="already received"):
         receive_request(
             data_vault,

@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from agents.package import package_address
-from agents.request_check import receive_request
 from identity.credentials import verify_consent, verify_revocation
 from identity.keys import did_for
-from tests.fixtures.training_requests import activity_export, new_org, package_bytes, signed_request
+from tests.fixtures.inbox import (  # noqa: F401
+    add_request,
+    data_vault_fixture,
+    org_fixture,
+    package_fixture,
+)
 from vault import consent as vc
 from vault.errors import ConsentMissing
 
 STEPS, HEART, SLEEP = "health.step_count", "health.heart_rate", "health.sleep_analysis"
-
-
-@pytest.fixture
-def org() -> str:
-    return new_org()
-
-
-@pytest.fixture
-def package(tmp_path: Path) -> bytes:
-    return package_bytes(tmp_path)
-
-
-@pytest.fixture
-def data_vault(vault, tmp_path: Path):
-    vault.import_path(activity_export(tmp_path / "export.xml", days=20))
-    return vault
-
-
-def _add(vault, org, package, **overrides):
-    request, new = receive_request(
-        vault, signed_request(org, package_address(package), **overrides), package, "test"
-    )
-    assert new
-    return request
 
 
 def _log(vault, dataset):
@@ -50,7 +28,7 @@ def _log(vault, dataset):
 
 
 def test_approve_signs_a_consent_receipt_and_logs_consent_on_each_dataset(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     consent = vc.approve(data_vault, request.id, [STEPS, SLEEP], 1.5)
     payload = verify_consent(consent.jws, data_vault.did, request)
     assert payload["datasets"] == [STEPS, SLEEP] and payload["epsilon_budget"] == 1.5
@@ -77,14 +55,14 @@ def test_approve_signs_a_consent_receipt_and_logs_consent_on_each_dataset(data_v
     ],
 )
 def test_approval_may_only_narrow_the_request(data_vault, org, package, kwargs, reason):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     with pytest.raises(vc.DecisionRefused, match=reason):
         vc.approve(data_vault, request.id, **kwargs)
     assert vc.get_request(data_vault, request.id).status == "pending"
 
 
 def test_a_request_is_decided_once(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     vc.deny(data_vault, request.id)
     with pytest.raises(vc.DecisionRefused, match="denied"):
         vc.approve(data_vault, request.id)
@@ -92,7 +70,7 @@ def test_a_request_is_decided_once(data_vault, org, package):
 
 def test_deny_touches_no_dataset_log_and_no_read_is_possible(data_vault, org, package):
     before = {d: _log(data_vault, d) for d in (STEPS, HEART, SLEEP)}
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     denied = vc.deny(data_vault, request.id)
     assert denied.status == "denied"
     assert {d: _log(data_vault, d) for d in before} == before
@@ -107,7 +85,7 @@ def test_deny_touches_no_dataset_log_and_no_read_is_possible(data_vault, org, pa
 
 
 def test_reads_are_checked_logged_and_digested(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     consent = vc.approve(data_vault, request.id, [STEPS, HEART])
     reader = vc.ConsentScopedReader(data_vault, consent.id, round_index=2)
     rows = reader.read(STEPS, columns=("start", "value"))
@@ -123,7 +101,7 @@ def test_reads_are_checked_logged_and_digested(data_vault, org, package):
 
 
 def test_reads_outside_the_consent_raise_and_append_nothing(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     consent = vc.approve(data_vault, request.id, [STEPS])
     reader = vc.ConsentScopedReader(data_vault, consent.id)
     before = {d: _log(data_vault, d) for d in (STEPS, SLEEP)}
@@ -139,7 +117,7 @@ def test_reads_outside_the_consent_raise_and_append_nothing(data_vault, org, pac
 
 
 def test_revocation_is_logged_and_stops_reads(data_vault, org, package):
-    request = _add(data_vault, org, package)
+    request = add_request(data_vault, org, package)
     consent = vc.approve(data_vault, request.id, [STEPS, SLEEP])
     reader = vc.ConsentScopedReader(data_vault, consent.id)
     reader.read(STEPS)
