@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from agents.exchange.server import create_app
 from agents.exchange.store import Store
@@ -60,6 +60,25 @@ max_update_norm = 10.0
 """
 
 
+def _org_files(tmp_path: Path, request_text: str) -> tuple[CliRunner, str, Path, Path, Path]:
+    """(runner, did, key file, package file, request file) for the organization commands."""
+    runner = CliRunner()
+    key = tmp_path / "org.key.json"
+    did = json.loads(runner.invoke(org_init, ["--out", str(key), "--json"]).output)["did"]
+    package = tmp_path / "task.tpkg"
+    package.write_bytes(make_package(tmp_path))
+    toml = tmp_path / "request.toml"
+    toml.write_text(request_text)
+    return runner, did, key, package, toml
+
+
+def _post_nowhere(tmp_path: Path, request_text: str) -> Result:
+    """`tessera org post` of ``request_text`` to a closed port: refusals come before any call."""
+    runner, _, key, package, toml = _org_files(tmp_path, request_text)
+    closed = ["--exchange", "http://127.0.0.1:9", "--key", str(key)]
+    return runner.invoke(org_post, [str(toml), "--package", str(package), *closed])
+
+
 def test_admit_records_the_organization(tessera, tmp_path):
     org = identity()
     db = f"sqlite:///{tmp_path / 'ex.db'}"
@@ -96,15 +115,11 @@ def test_org_init_writes_a_private_key_once(tmp_path):
 
 
 def test_org_post_status_and_model_against_a_live_exchange(tmp_path):
-    runner = CliRunner()
-    key = tmp_path / "org.key.json"
-    did = json.loads(runner.invoke(org_init, ["--out", str(key), "--json"]).output)["did"]
+    runner, did, key, package, toml = _org_files(
+        tmp_path, REQUEST_TOML.format(expires="2099-01-01T00:00:00Z")
+    )
     app = create_app(f"sqlite:///{tmp_path / 'ex.db'}", secret=SECRET)
     app.state.store.admit(did, "Heart Lab")
-    package = tmp_path / "task.tpkg"
-    package.write_bytes(make_package(tmp_path))
-    toml = tmp_path / "request.toml"
-    toml.write_text(REQUEST_TOML.format(expires="2099-01-01T00:00:00Z"))
     params = tmp_path / "params.npz"
 
     with serve(app) as url:
@@ -125,25 +140,8 @@ def test_org_post_status_and_model_against_a_live_exchange(tmp_path):
 
 
 def test_org_post_refuses_a_request_file_that_fills_its_own_id(tmp_path):
-    runner = CliRunner()
-    key = tmp_path / "org.key.json"
-    runner.invoke(org_init, ["--out", str(key)])
-    package = tmp_path / "task.tpkg"
-    package.write_bytes(make_package(tmp_path))
-    toml = tmp_path / "request.toml"
-    toml.write_text('id = "req-mine"\n' + REQUEST_TOML.format(expires="2099-01-01T00:00:00Z"))
-
-    result = runner.invoke(
-        org_post,
-        [
-            str(toml),
-            "--package",
-            str(package),
-            "--exchange",
-            "http://127.0.0.1:9",
-            "--key",
-            str(key),
-        ],
+    result = _post_nowhere(
+        tmp_path, 'id = "req-mine"\n' + REQUEST_TOML.format(expires="2099-01-01T00:00:00Z")
     )
 
     assert isinstance(result.exception, TesseraError)
@@ -151,26 +149,7 @@ def test_org_post_refuses_a_request_file_that_fills_its_own_id(tmp_path):
 
 
 def test_org_post_refuses_an_expired_request_before_sending(tmp_path):
-    runner = CliRunner()
-    key = tmp_path / "org.key.json"
-    runner.invoke(org_init, ["--out", str(key)])
-    package = tmp_path / "task.tpkg"
-    package.write_bytes(make_package(tmp_path))
-    toml = tmp_path / "request.toml"
-    toml.write_text(REQUEST_TOML.format(expires="2001-01-01T00:00:00Z"))
-
-    result = runner.invoke(
-        org_post,
-        [
-            str(toml),
-            "--package",
-            str(package),
-            "--exchange",
-            "http://127.0.0.1:9",
-            "--key",
-            str(key),
-        ],
-    )
+    result = _post_nowhere(tmp_path, REQUEST_TOML.format(expires="2001-01-01T00:00:00Z"))
 
     assert "expired" in str(result.exception)
 
