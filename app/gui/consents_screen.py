@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QMessageBox,
     QPushButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -18,7 +17,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import show_error
 from app.gui.formatting import dataset_title, local_time, organization_names, short_did
 from app.gui.session import Session
-from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
+from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 
 STATE_WORDS = {
     "active": "Active",
@@ -62,14 +61,11 @@ class ConsentsScreen(LazyRefresh, QWidget):
         self.table = table(
             ["Organization", "Purpose", "Data", "Privacy used", "State", "Ends"], "Consents", 1
         )
-        self.stack = QStackedWidget()
-        self.stack.addWidget(
-            empty_state(
-                "No consents yet",
-                "Requests you approve become consents. You can revoke any of them here.",
-            )
+        self.stack = empty_or(
+            self.table,
+            "No consents yet",
+            "Requests you approve become consents. You can revoke any of them here.",
         )
-        self.stack.addWidget(self.table)
         layout.addWidget(self.stack, 1)
         self.revoke_button.clicked.connect(lambda: self.revoke_selected())
         self.table.itemSelectionChanged.connect(self._selection_changed)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QHBoxLayout, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from app.gui.formatting import dataset_title, kind_word, local_time
 from app.gui.session import Session
-from app.gui.widgets import LazyRefresh, empty_state, fill_table, screen_header, table
+from app.gui.widgets import LazyRefresh, empty_or, fill_table, screen_header, table
 
 
 class DataScreen(LazyRefresh, QWidget):
@@ -46,15 +46,12 @@ class DataScreen(LazyRefresh, QWidget):
         buttons.addWidget(self.delete_button)
         layout.addLayout(buttons)
         self.table = table(["Dataset", "Name", "Kind", "Records", "From", "To"], "Datasets", 1)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(
-            empty_state(
-                "No data yet",
-                "Import an Apple Health export, Google location history, a GPX track or a"
-                " preferences file — or drop one on this window.",
-            )
+        self.stack = empty_or(
+            self.table,
+            "No data yet",
+            "Import an Apple Health export, Google location history, a GPX track or a"
+            " preferences file — or drop one on this window.",
         )
-        self.stack.addWidget(self.table)
         layout.addWidget(self.stack, 1)
         self.import_button.clicked.connect(self.import_requested)
         self.open_button.clicked.connect(self._open)

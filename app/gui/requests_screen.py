@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -28,7 +27,7 @@ from app.gui.errors import show_error
 from app.gui.formatting import local_time
 from app.gui.session import EXCHANGE_CLIENT, Session
 from app.gui.style import BAD_COLOR
-from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
+from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn
 
 STATUS_WORDS = {
@@ -98,15 +97,12 @@ class RequestsScreen(LazyRefresh, QWidget):
         split.addWidget(self.table)
         split.addWidget(right)
         split.setSizes([420, 580])
-        self.stack = QStackedWidget()
-        self.stack.addWidget(
-            empty_state(
-                "No requests yet",
-                "When an organization asks to train a model with your data, its request appears"
-                " here in plain words. Nothing happens until you approve it.",
-            )
+        self.stack = empty_or(
+            split,
+            "No requests yet",
+            "When an organization asks to train a model with your data, its request appears"
+            " here in plain words. Nothing happens until you approve it.",
         )
-        self.stack.addWidget(split)
         layout.addWidget(self.stack, 1)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.approve_button.clicked.connect(self.approve_selected)

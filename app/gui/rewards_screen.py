@@ -9,14 +9,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QPushButton,
     QSplitter,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.gui.formatting import local_time, parse_iso, short_did
 from app.gui.session import Session
-from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
+from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn
 
 
@@ -75,15 +74,12 @@ class RewardsScreen(LazyRefresh, QWidget):
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(upper)
         body.addWidget(self.receipts)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(
-            empty_state(
-                "No rewards yet",
-                "Each accepted round of training earns what the request promised, with a"
-                " receipt signed by the organization. They are listed and totalled here.",
-            )
+        self.stack = empty_or(
+            body,
+            "No rewards yet",
+            "Each accepted round of training earns what the request promised, with a"
+            " receipt signed by the organization. They are listed and totalled here.",
         )
-        self.stack.addWidget(body)
         layout.addWidget(self.stack, 1)
         self.verify_button.clicked.connect(self.verify)
         session.unlocked.connect(self.refresh_soon)

@@ -14,14 +14,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QProgressBar,
     QPushButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.gui.formatting import local_time
 from app.gui.session import EXCHANGE_CLIENT, Session
-from app.gui.widgets import Banner, LazyRefresh, empty_state, fill_table, label, table
+from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn, Worker
 
 STATE_WORDS = {
@@ -77,15 +76,12 @@ class TasksScreen(LazyRefresh, QWidget):
             "Training rounds",
             6,
         )
-        self.stack = QStackedWidget()
-        self.stack.addWidget(
-            empty_state(
-                "No tasks yet",
-                "When you approve a request, its training rounds run here on this computer."
-                " Only the noisy model changes leave it.",
-            )
+        self.stack = empty_or(
+            self.table,
+            "No tasks yet",
+            "When you approve a request, its training rounds run here on this computer."
+            " Only the noisy model changes leave it.",
         )
-        self.stack.addWidget(self.table)
         layout.addWidget(self.stack, 1)
         self.run_button.clicked.connect(self.run_now)
         self.cancel_button.clicked.connect(self.cancel)

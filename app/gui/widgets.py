@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -181,6 +182,14 @@ def empty_state(text: str, detail: str = "") -> QWidget:
         layout.addWidget(sub)
     layout.addStretch(2)
     return box
+
+
+def empty_or(content: QWidget, text: str, detail: str = "") -> QStackedWidget:
+    """A stack of an empty state (page 0) and ``content`` (page 1), for a screen's body."""
+    stack = QStackedWidget()
+    stack.addWidget(empty_state(text, detail))
+    stack.addWidget(content)
+    return stack
 
 
 def table(headers: list[str], name: str, stretch: int | None = None) -> QTableWidget:
