@@ -23,7 +23,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from agents.task_schema import MAX_MODEL_BYTES, check_task, parse_task
 from identity.keys import canonical_json
 from vault.errors import ModelRefused
+from vault.fsutil import atomic_write
 
 MEMBERS = ("model.onnx", "params.npz", "task.json")
 MAX_TOTAL_BYTES = 512 * 1024**2
@@ -219,17 +219,7 @@ def write_package(
     )
     if len(data) > MAX_TOTAL_BYTES:
         raise ModelRefused(f"package is over the limit of {MAX_TOTAL_BYTES} bytes")
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tpkg-", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), data)
     return package_address(data)
 
 
