@@ -112,9 +112,9 @@ class BulkWriter:
     def _source_id(self, name: str | None) -> int | None:
         with self._lock:
             self._conn.execute("INSERT OR IGNORE INTO sources (name) VALUES (?)", (name,))
-            found = self._conn.execute(
-                "SELECT id FROM sources WHERE name = ?", (name,)
-            ).fetchone()[0]
+            found = self._conn.execute("SELECT id FROM sources WHERE name = ?", (name,)).fetchone()[
+                0
+            ]
         self._source_ids[name] = found
         return found
 
