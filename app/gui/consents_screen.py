@@ -69,10 +69,7 @@ class ConsentsScreen(LazyRefresh, QWidget):
         layout.addWidget(self.stack, 1)
         self.revoke_button.clicked.connect(lambda: self.revoke_selected())
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        session.unlocked.connect(self.refresh_soon)
-        session.requests_changed.connect(self.refresh_soon)
-        session.tasks_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.requests_changed, session.tasks_changed)
         self._selection_changed()
 
     def refresh(self) -> None:

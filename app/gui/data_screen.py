@@ -60,9 +60,7 @@ class DataScreen(LazyRefresh, QWidget):
         self.table.doubleClicked.connect(lambda _index: self._open())
         self.table.activated.connect(lambda _index: self._open())
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        session.unlocked.connect(self.refresh_soon)
-        session.data_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.data_changed)
         self._selection_changed()
 
     def refresh(self) -> None:

@@ -134,9 +134,7 @@ class HistoryScreen(LazyRefresh, QWidget):
         self.table.itemSelectionChanged.connect(
             lambda: self.proof_button.setEnabled(self.selected() is not None)
         )
-        session.unlocked.connect(self.refresh_soon)
-        session.history_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.history_changed)
         self.proof_button.setEnabled(False)
 
     # -- loading -------------------------------------------------------------------------

@@ -77,12 +77,13 @@ class OverviewScreen(LazyRefresh, QWidget):
         layout.addLayout(row)
         self.recent = table(["When", "Dataset", "Who", "What", "Why", "Rows"], "Recent activity", 4)
         layout.addWidget(self.recent, 1)
-        session.unlocked.connect(self.refresh_soon)
-        session.data_changed.connect(self.refresh_soon)
-        session.history_changed.connect(self.refresh_soon)
-        session.requests_changed.connect(self.refresh_soon)
-        session.tasks_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(
+            session,
+            session.data_changed,
+            session.history_changed,
+            session.requests_changed,
+            session.tasks_changed,
+        )
 
     def refresh(self) -> None:
         """Re-read the counts and the recent accesses."""

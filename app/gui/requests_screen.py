@@ -109,9 +109,7 @@ class RequestsScreen(LazyRefresh, QWidget):
         self.deny_button.clicked.connect(self.deny_selected)
         self.sync_button.clicked.connect(self.sync)
         self.file_button.clicked.connect(self._open_file)
-        session.unlocked.connect(self.refresh_soon)
-        session.requests_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.requests_changed)
         self._show_selected()
 
     # -- the inbox -----------------------------------------------------------------------

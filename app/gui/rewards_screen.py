@@ -82,9 +82,7 @@ class RewardsScreen(LazyRefresh, QWidget):
         )
         layout.addWidget(self.stack, 1)
         self.verify_button.clicked.connect(self.verify)
-        session.unlocked.connect(self.refresh_soon)
-        session.tasks_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.tasks_changed)
 
     def refresh(self) -> None:
         """Re-read the ledger."""

@@ -78,8 +78,7 @@ class SettingsScreen(LazyRefresh, QWidget):
         layout.addStretch(1)
         scroll.setWidget(body)
         outer.addWidget(scroll, 1)
-        session.unlocked.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session)
 
     # -- sections ------------------------------------------------------------------------
 

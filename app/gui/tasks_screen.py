@@ -85,10 +85,7 @@ class TasksScreen(LazyRefresh, QWidget):
         layout.addWidget(self.stack, 1)
         self.run_button.clicked.connect(self.run_now)
         self.cancel_button.clicked.connect(self.cancel)
-        session.unlocked.connect(self.refresh_soon)
-        session.tasks_changed.connect(self.refresh_soon)
-        session.requests_changed.connect(self.refresh_soon)
-        session.locked.connect(self.clear)
+        self.follow(session, session.tasks_changed, session.requests_changed)
 
     def device(self) -> str:
         """The compute device chosen in the settings (cpu, gpu or auto)."""

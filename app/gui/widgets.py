@@ -5,7 +5,9 @@ Kept here so every screen looks the same and stays short; no screen logic lives 
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt, SignalInstance
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -24,6 +26,9 @@ from PySide6.QtWidgets import (
 
 from app.gui.style import BAD_COLOR
 
+if TYPE_CHECKING:
+    from app.gui.session import Session
+
 
 class LazyRefresh:
     """Mixin for screens: refresh now when visible, else when next shown.
@@ -37,6 +42,16 @@ class LazyRefresh:
 
     def refresh(self) -> None:
         """Re-read what the screen shows (screens override this)."""
+
+    def clear(self) -> None:
+        """Forget what the screen shows, on lock (screens override this)."""
+
+    def follow(self, session: Session, *changes: SignalInstance) -> None:
+        """Refresh soon on unlock and on each of ``changes``; clear on lock."""
+        session.unlocked.connect(self.refresh_soon)
+        for signal in changes:
+            signal.connect(self.refresh_soon)
+        session.locked.connect(self.clear)
 
     def refresh_soon(self) -> None:
         """Refresh if visible, otherwise remember to when shown."""
