@@ -10,14 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.gui.records_model import PAGE, RecordsModel
-from tests.app.gui import (  # noqa: F401 - fixtures
-    PASSPHRASE,
-    inputs,
-    locked_window,
-    messages,
-    unlocked_window,
-    vault_folder,
-)
+from tests.app.gui import PASSPHRASE
 
 
 @pytest.fixture
@@ -68,7 +61,7 @@ def test_pages_by_key_match_a_full_ordered_read(filled) -> None:
     assert model.row(5000) is None and model.row(-1) is None
 
 
-def test_open_dataset_chart_and_back(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_open_dataset_chart_and_back(qtbot, unlocked_window) -> None:
     window = unlocked_window
     window.show_screen("data")
     data = window.data
@@ -86,7 +79,7 @@ def test_open_dataset_chart_and_back(qtbot, unlocked_window) -> None:  # noqa: F
     assert window.data_stack.currentWidget() is data
 
 
-def test_location_map(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_location_map(qtbot, unlocked_window) -> None:
     window = unlocked_window
     window.open_dataset("location.points")
     view = window.dataset
@@ -95,7 +88,7 @@ def test_location_map(qtbot, unlocked_window) -> None:  # noqa: F811
     qtbot.waitUntil(lambda: view.scatter().stack.currentIndex() == 1, timeout=20_000)
 
 
-def test_delete_with_confirmation(qtbot, unlocked_window, monkeypatch) -> None:  # noqa: F811
+def test_delete_with_confirmation(qtbot, unlocked_window, monkeypatch) -> None:
     from app.gui import dataset_actions
 
     window = unlocked_window
@@ -111,7 +104,7 @@ def test_delete_with_confirmation(qtbot, unlocked_window, monkeypatch) -> None: 
     assert entries[-1]["action"] == "delete"
 
 
-def test_export_writes_the_file(qtbot, unlocked_window, messages, tmp_path) -> None:  # noqa: F811
+def test_export_writes_the_file(qtbot, unlocked_window, messages, tmp_path) -> None:
     from app.gui.dataset_actions import export_dataset
 
     out = tmp_path / "steps.csv"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from tests.app.gui import PASSPHRASE, messages, window  # noqa: F401 - fixtures
+from tests.app.gui import PASSPHRASE
 
 
-def test_create_vault_with_strength_meter_and_recovery_code(qtbot, window) -> None:  # noqa: F811
+def test_create_vault_with_strength_meter_and_recovery_code(qtbot, window) -> None:
     screen = window.first_run
     assert window.root.currentWidget() is screen
     qtbot.mouseClick(screen.create_button, Qt.MouseButton.LeftButton)
@@ -49,7 +49,7 @@ def test_create_vault_with_strength_meter_and_recovery_code(qtbot, window) -> No
     Vault.recover(folder, code, "a brand new passphrase 77").close()
 
 
-def test_weak_passphrase_cannot_be_used(qtbot, window) -> None:  # noqa: F811
+def test_weak_passphrase_cannot_be_used(qtbot, window) -> None:
     screen = window.first_run
     screen.show_create()
     qtbot.keyClicks(screen.fields.passphrase, "abc12345")
@@ -59,7 +59,7 @@ def test_weak_passphrase_cannot_be_used(qtbot, window) -> None:  # noqa: F811
     assert screen.fields.hint.text()
 
 
-def test_try_the_demo(qtbot, window) -> None:  # noqa: F811
+def test_try_the_demo(qtbot, window) -> None:
     """The demo button builds a throwaway vault with data and two waiting requests."""
     qtbot.mouseClick(window.first_run.demo_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(window.session.is_unlocked, timeout=60_000)

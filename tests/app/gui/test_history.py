@@ -7,14 +7,6 @@ import json
 
 from PySide6.QtCore import Qt
 
-from tests.app.gui import (  # noqa: F401 - fixtures
-    inputs,
-    locked_window,
-    messages,
-    unlocked_window,
-    vault_folder,
-)
-
 
 def _history(qtbot, window, dataset: str = "health.step_count"):  # noqa: ANN001, ANN202
     qtbot.keyClick(window, Qt.Key.Key_7, Qt.KeyboardModifier.ControlModifier)
@@ -24,7 +16,7 @@ def _history(qtbot, window, dataset: str = "health.step_count"):  # noqa: ANN001
     return screen
 
 
-def test_entries_filters_and_verify_ok(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_entries_filters_and_verify_ok(qtbot, unlocked_window) -> None:
     window = unlocked_window
     vault = window.session.vault
     with vault.transaction():
@@ -50,7 +42,7 @@ def test_entries_filters_and_verify_ok(qtbot, unlocked_window) -> None:  # noqa:
     assert "Merkle" not in screen.banner.text.text()  # jargon stays under Details
 
 
-def test_tampered_log_fails_verification(qtbot, unlocked_window, messages) -> None:  # noqa: F811
+def test_tampered_log_fails_verification(qtbot, unlocked_window, messages) -> None:
     window = unlocked_window
     vault = window.session.vault
     entry = vault.conn.execute(
@@ -72,7 +64,7 @@ def test_tampered_log_fails_verification(qtbot, unlocked_window, messages) -> No
     assert "entry 0 was changed" in messages[-1]
 
 
-def test_export_proof_of_an_entry(qtbot, unlocked_window, tmp_path) -> None:  # noqa: F811
+def test_export_proof_of_an_entry(qtbot, unlocked_window, tmp_path) -> None:
     from vault.accesslog import check_proof
 
     screen = _history(qtbot, unlocked_window, "location.points")

@@ -9,17 +9,10 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app.gui.import_dialog import ImportDialog
-from tests.app.gui import (  # noqa: F401 - fixtures
-    dataset_counts,
-    inputs,
-    locked_window,
-    messages,
-    unlocked_window,
-    vault_folder,
-)
+from tests.app.gui import dataset_counts
 
 
-def test_import_csv_shows_a_summary(qtbot, unlocked_window, inputs) -> None:  # noqa: F811
+def test_import_csv_shows_a_summary(qtbot, unlocked_window, inputs) -> None:
     window = unlocked_window
     window.show_screen("data")
     qtbot.mouseClick(window.data.import_button, Qt.MouseButton.LeftButton)
@@ -34,7 +27,7 @@ def test_import_csv_shows_a_summary(qtbot, unlocked_window, inputs) -> None:  # 
     assert "preferences.movie_ratings" in window.data.names  # the list refreshed
 
 
-def test_cancel_keeps_nothing(qtbot, unlocked_window, tmp_path: Path) -> None:  # noqa: F811
+def test_cancel_keeps_nothing(qtbot, unlocked_window, tmp_path: Path) -> None:
     from app.gui.demo_data import write_health_export
 
     window = unlocked_window
@@ -53,7 +46,7 @@ def test_cancel_keeps_nothing(qtbot, unlocked_window, tmp_path: Path) -> None:  
     assert {n: len(window.session.vault.log.entries(n)) for n in before} == log_before
 
 
-def test_refused_file_says_why_and_keeps_nothing(qtbot, unlocked_window, tmp_path) -> None:  # noqa: F811
+def test_refused_file_says_why_and_keeps_nothing(qtbot, unlocked_window, tmp_path) -> None:
     bad = tmp_path / "export.xml"
     bad.write_text(
         '<?xml version="1.0"?>\n<!DOCTYPE HealthData [<!ENTITY a "aaaa">]>\n'
@@ -70,7 +63,7 @@ def test_refused_file_says_why_and_keeps_nothing(qtbot, unlocked_window, tmp_pat
     assert dataset_counts(unlocked_window.session.folder) == before
 
 
-def test_dropping_a_file_imports_it(qtbot, unlocked_window, inputs) -> None:  # noqa: F811
+def test_dropping_a_file_imports_it(qtbot, unlocked_window, inputs) -> None:
     window = unlocked_window
     window.show_screen("data")
     mime = QMimeData()

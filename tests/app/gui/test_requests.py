@@ -9,16 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.gui.demo_exchange import REQUESTS, request_payload, task_package
-from tests.app.gui import (  # noqa: F401 - fixtures
-    PASSPHRASE,
-    inputs,
-    locked_window,
-    messages,
-    unlock,
-    unlocked_window,
-    vault_folder,
-    write_small_inputs,
-)
+from tests.app.gui import unlock
 
 
 def add_requests(vault, count: int = 2) -> list[str]:  # noqa: ANN001
@@ -44,7 +35,7 @@ def _requests_screen(qtbot, window):  # noqa: ANN001, ANN202
     return window.requests
 
 
-def test_inbox_detail_in_plain_words(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_inbox_detail_in_plain_words(qtbot, unlocked_window) -> None:
     add_requests(unlocked_window.session.vault)
     screen = _requests_screen(qtbot, unlocked_window)
     assert screen.table.rowCount() == 2
@@ -55,7 +46,7 @@ def test_inbox_detail_in_plain_words(qtbot, unlocked_window) -> None:  # noqa: F
     assert unlocked_window.overview.requests_card.value.text() == "2"
 
 
-def test_approve_then_revoke(qtbot, unlocked_window, monkeypatch) -> None:  # noqa: F811
+def test_approve_then_revoke(qtbot, unlocked_window, monkeypatch) -> None:
     from PySide6.QtWidgets import QMessageBox
 
     from app.gui.approve_dialog import ApproveDialog
@@ -94,7 +85,7 @@ def test_approve_then_revoke(qtbot, unlocked_window, monkeypatch) -> None:  # no
     assert vault.log.entries("health.step_count")[-1]["action"] == "revoke"
 
 
-def test_deny_touches_no_data(qtbot, unlocked_window, monkeypatch) -> None:  # noqa: F811
+def test_deny_touches_no_data(qtbot, unlocked_window, monkeypatch) -> None:
     from PySide6.QtWidgets import QMessageBox
 
     from vault import consent as vc
@@ -112,15 +103,15 @@ def test_deny_touches_no_data(qtbot, unlocked_window, monkeypatch) -> None:  # n
 
 
 @pytest.mark.slow
-def test_sync_notify_approve_train_and_rewards(qtbot, tmp_path: Path, messages) -> None:  # noqa: F811
+def test_sync_notify_approve_train_and_rewards(qtbot, tmp_path: Path, messages) -> None:
     """The demo's whole loop against a real exchange on loopback."""
     from app.gui.demo import DEMO_PASSPHRASE, DemoFolder, create_demo_vault
-    from tests.app.gui import _window
+    from tests.app.gui import open_window
 
     demo = DemoFolder()
     try:
         create_demo_vault(demo, exchange=False).close()
-        window = _window(qtbot, demo.vault)
+        window = open_window(qtbot, demo.vault)
         unlock(qtbot, window, DEMO_PASSPHRASE)
         from agents.vault_sync import set_exchange_url
         from app.gui.demo_exchange import DemoExchange

@@ -5,20 +5,12 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from app.gui.passphrase_dialog import ChangePassphraseDialog
-from tests.app.gui import (  # noqa: F401 - fixtures
-    PASSPHRASE,
-    inputs,
-    locked_window,
-    messages,
-    unlock,
-    unlocked_window,
-    vault_folder,
-)
+from tests.app.gui import PASSPHRASE, unlock
 
 NEW = "amber falcon drifting 58"
 
 
-def test_change_passphrase(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_change_passphrase(qtbot, unlocked_window) -> None:
     window = unlocked_window
     dialog = ChangePassphraseDialog(window.session, window)
     qtbot.addWidget(dialog)
@@ -35,7 +27,7 @@ def test_change_passphrase(qtbot, unlocked_window) -> None:  # noqa: F811
     unlock(qtbot, window, NEW)
 
 
-def test_idle_minutes_are_kept_with_the_vault(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_idle_minutes_are_kept_with_the_vault(qtbot, unlocked_window) -> None:
     window = unlocked_window
     window.show_screen("settings")
     screen = window.settings
@@ -49,7 +41,7 @@ def test_idle_minutes_are_kept_with_the_vault(qtbot, unlocked_window) -> None:  
     assert screen.idle.value() == 12
 
 
-def test_exchange_address_is_saved(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_exchange_address_is_saved(qtbot, unlocked_window) -> None:
     screen = unlocked_window.settings
     unlocked_window.show_screen("settings")
     screen.exchange.setFocus()

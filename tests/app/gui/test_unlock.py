@@ -6,19 +6,10 @@ import time
 
 from PySide6.QtCore import Qt
 
-from tests.app.gui import (  # noqa: F401 - fixtures
-    PASSPHRASE,
-    inputs,
-    locked_window,
-    messages,
-    unlock,
-    unlocked_window,
-    vault_folder,
-    window,
-)
+from tests.app.gui import PASSPHRASE, unlock
 
 
-def test_wrong_passphrase_is_said_plainly(qtbot, locked_window) -> None:  # noqa: F811
+def test_wrong_passphrase_is_said_plainly(qtbot, locked_window) -> None:
     screen = locked_window.unlock
     assert locked_window.root.currentWidget() is screen
     qtbot.keyClicks(screen.passphrase, "not my passphrase")
@@ -29,7 +20,7 @@ def test_wrong_passphrase_is_said_plainly(qtbot, locked_window) -> None:  # noqa
     assert screen.passphrase.isEnabled()
 
 
-def test_unlock_then_lock_drops_the_vault(qtbot, locked_window) -> None:  # noqa: F811
+def test_unlock_then_lock_drops_the_vault(qtbot, locked_window) -> None:
     unlock(qtbot, locked_window)
     vault = locked_window.session.vault
     assert locked_window.screens.currentWidget() is locked_window.overview
@@ -41,12 +32,12 @@ def test_unlock_then_lock_drops_the_vault(qtbot, locked_window) -> None:  # noqa
     assert locked_window.overview.recent.rowCount() == 0  # nothing left on screen
 
 
-def test_ctrl_l_locks(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_ctrl_l_locks(qtbot, unlocked_window) -> None:
     qtbot.keyClick(unlocked_window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
     assert not unlocked_window.session.is_unlocked()
 
 
-def test_recover_with_the_recovery_code(qtbot, tmp_path, window) -> None:  # noqa: F811
+def test_recover_with_the_recovery_code(qtbot, tmp_path, window) -> None:
     from vault.core import Vault
 
     folder = window.session.folder
@@ -68,13 +59,13 @@ def test_recover_with_the_recovery_code(qtbot, tmp_path, window) -> None:  # noq
     unlock(qtbot, window, "quiet lantern meadow 19")
 
 
-def test_idle_lock(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_idle_lock(qtbot, unlocked_window) -> None:
     unlocked_window.idle.set_minutes(0.3 / 60)  # 0.3 seconds
     qtbot.waitUntil(lambda: not unlocked_window.session.is_unlocked(), timeout=5_000)
     assert unlocked_window.root.currentWidget() is unlocked_window.unlock
 
 
-def test_activity_postpones_the_idle_lock(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_activity_postpones_the_idle_lock(qtbot, unlocked_window) -> None:
     unlocked_window.idle.set_minutes(0.6 / 60)
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
@@ -84,6 +75,6 @@ def test_activity_postpones_the_idle_lock(qtbot, unlocked_window) -> None:  # no
     qtbot.waitUntil(lambda: not unlocked_window.session.is_unlocked(), timeout=5_000)
 
 
-def test_suspend_locks(qtbot, unlocked_window) -> None:  # noqa: F811
+def test_suspend_locks(qtbot, unlocked_window) -> None:
     unlocked_window.idle._state_changed(Qt.ApplicationState.ApplicationSuspended)
     assert not unlocked_window.session.is_unlocked()
