@@ -42,10 +42,10 @@ from agents.exchange.client import ExchangeClient  # noqa: E402
 from agents.exchange.store import Store  # noqa: E402
 from agents.package import write_package  # noqa: E402
 from identity.keys import did_for, generate_key, jws_sign  # noqa: E402
+from tests.agents.exchange import PG_ENV, database_url  # noqa: E402
 
 SECRET = bytes(range(32))
 PATTERNS = 8  # distinct deltas; vault i sends pattern i % PATTERNS (the bytes differ little)
-PG_ENV = "TESSERA_TEST_POSTGRES_URL"
 
 
 def _free_port() -> int:
@@ -96,26 +96,6 @@ def _server(db_url: str) -> Iterator[tuple[str, int]]:
         process.join(30)
 
 
-@contextlib.contextmanager
-def _database(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'exchange.db'}"
-        return
-    import psycopg
-
-    admin = os.environ[PG_ENV]
-    name = f"tessera_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        yield urlunsplit(urlsplit(admin)._replace(path="/" + name))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def _patterns(size: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     # norm about 0.3 each: well under the request's max_update_norm of 1
@@ -156,7 +136,7 @@ def run(kind: str, n: int, size: int, strategy: str, clients: int) -> dict[str, 
     shape = [size]
     with (
         tempfile.TemporaryDirectory(prefix="bench-exchange-") as tmp,
-        _database(kind, Path(tmp)) as db_url,
+        database_url(kind, Path(tmp)) as db_url,
     ):
         org_jwk = generate_key()
         store = Store(db_url)
