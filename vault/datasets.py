@@ -33,6 +33,12 @@ EXPORT_COLUMNS = (
 )
 
 
+# One stored record in export/recipe column order, with its source's name.
+RECORD_SELECT = (
+    "SELECT r.start, r.end, r.utc_offset, r.value, r.text, r.unit, r.lat, r.lon, s.name,"
+    " r.extra FROM records r LEFT JOIN sources s ON s.id = r.source_id"
+)
+
 _AGGREGATES = """count(*), min(start), max(coalesce(end, start)), sum(value), min(value),
     max(value), count(value), min(lat), min(lon), max(lat), max(lon)"""
 
@@ -142,10 +148,7 @@ def dataset_stats(conn: Connection, name: str) -> dict[str, Any]:
 def iter_records(conn: Connection, ident: int) -> Iterator[dict[str, Any]]:
     """Every record of a dataset in time order, as export dictionaries (streamed)."""
     cursor = conn.execute(
-        """SELECT r.start, r.end, r.utc_offset, r.value, r.text, r.unit, r.lat, r.lon, s.name,
-                  r.extra
-           FROM records r LEFT JOIN sources s ON s.id = r.source_id
-           WHERE r.dataset_id = ? ORDER BY r.start, r.id""",
+        f"{RECORD_SELECT} WHERE r.dataset_id = ? ORDER BY r.start, r.id",
         (ident,),
     )
     for start, end, offset, value, text, unit, lat, lon, source, extra in cursor:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from identity.keys import canonical_json
+from vault.datasets import RECORD_SELECT
 from vault.recipes import Record
 
 if TYPE_CHECKING:
@@ -74,9 +75,7 @@ def read_logged(
         if time_to is not None:
             where, params = f"{where} AND r.start <= ?", [*params, time_to]
         cursor = vault.conn.execute(
-            "SELECT r.start, r.end, r.utc_offset, r.value, r.text, r.unit, r.lat, r.lon,"
-            " s.name, r.extra FROM records r LEFT JOIN sources s ON s.id = r.source_id"
-            f" WHERE {where} ORDER BY r.start, r.id",
+            f"{RECORD_SELECT} WHERE {where} ORDER BY r.start, r.id",
             params,
         )
         for row in cursor:
