@@ -181,9 +181,9 @@ class KeyFile:
 
     def rewrap_passphrase(self, data_key: bytes, new_passphrase: str) -> None:
         """Replace the passphrase wrap (same KDF cost as before)."""
-        old = self.data["passphrase"]
-        params = KdfParams(old["time_cost"], old["memory_kib"], old["parallelism"])
-        self.data["passphrase"] = _wrap(data_key, new_passphrase, params, self._aad("passphrase"))
+        self.data["passphrase"] = _wrap(
+            data_key, new_passphrase, self.kdf_params(), self._aad("passphrase")
+        )
 
     def kdf_params(self) -> KdfParams:
         """The Argon2id parameters of the passphrase wrap."""
