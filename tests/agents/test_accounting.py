@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import dp_accounting
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from dp_accounting.rdp import RdpAccountant
 
 from agents.accounting import BudgetExceeded, PrivacyLedger, epsilon, max_steps
 
+ROOT = Path(__file__).resolve().parents[2]
 ABADI = {"q": 0.01, "sigma": 4.0, "delta": 1e-5, "steps": 10_000}
 
 
@@ -92,3 +97,18 @@ def test_ledger_never_records_past_the_budget():
     with pytest.raises(BudgetExceeded):
         for _ in range(10_000):
             ledger.record_step(0.1, 1.0)
+
+
+def test_accountant_loads_without_the_pld_half_of_dp_accounting() -> None:
+    # the desktop bundle leaves out scipy.stats/.optimize/.signal: the vault's accountant must
+    # not need them, and a later full `import dp_accounting` must still work
+    code = (
+        "import sys, agents.accounting as a\n"
+        "assert a.epsilon(100, 0.01, 1.0, 1e-5) > 0\n"
+        "heavy = ('scipy.stats', 'scipy.optimize', 'scipy.signal')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import dp_accounting\n"
+        "assert dp_accounting.rdp.RdpAccountant is a._rdp.RdpAccountant\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
