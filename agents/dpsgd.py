@@ -12,9 +12,12 @@ the keystream of NIST SP 800-90A's CTR_DRBG, so its output is computationally
 indistinguishable from uniform bits; a statistical generator such as PCG64 is not (its state
 can be recovered from its outputs), and the Gaussian mechanism's proof assumes the adversary
 cannot predict the noise. Drawing 1.6 MB through ``os.urandom`` directly costs ~10 ms here,
-the keystream ~0.2 ms. Gaussians come from Box-Muller with a 52-bit uniform radius (float64,
-so the tail is cut only beyond 8.5 sigma: probability < 1e-16 per coordinate) and a 24-bit
-angle. Known limit: float32 noise is not protected against floating-point attacks on the
+the keystream ~0.2 ms. Gaussians come from Box-Muller with a 52-bit uniform radius (its log
+taken in float64, so the tail is cut only beyond 8.5 sigma: probability < 1e-16 per
+coordinate; the square root of -2 ln u <= 72.1 then in float32, which moves a draw by less
+than 1e-7 of itself) and a 24-bit angle. The keystream and intermediates of :meth:`normal`
+live in a per-thread scratch buffer reused across calls; every array returned is fresh.
+Known limit: float32 noise is not protected against floating-point attacks on the
 low-order bits (Mironov 2012); Opacus' "secure mode" has the same caveat for the Gaussian.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +42,18 @@ _NORM_MARGIN = 1.0 + 1e-4
 _COLUMNS = 4096
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2: BLAS dot per block, 2x einsum's speed
 _ZEROS = bytes(1 << 20)
+# normal()'s keystream and float32 temporaries: reused, because a fresh multi-MB buffer per
+# call cost more in page faults and zeroing than the AES itself. Never handed to a caller.
+_SCRATCH = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """A uint8 work buffer of at least ``nbytes`` for this thread (contents undefined)."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.size < nbytes:
+        buffer = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        _SCRATCH.buffer = buffer
+    return buffer
 
 
 class NonFiniteGradient(ValueError):
@@ -51,46 +67,63 @@ class SecureRandom:
         cipher = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16)))
         self._encryptor = cipher.encryptor()
 
-    def random_bytes(self, n: int) -> np.ndarray:
-        """``n`` keystream bytes as a uint8 array."""
-        out = bytearray(n + 16)  # update_into wants room for a block it never writes in CTR
-        view = memoryview(out)
-        done = 0
+    def _keystream_into(self, out: np.ndarray) -> None:
+        """Overwrite all but the last 16 bytes of the uint8 array ``out`` with keystream."""
+        # update_into wants room for a block it never writes in CTR: hence the 16 spare bytes
+        view = memoryview(out).cast("B")
+        n, done = len(view) - 16, 0
         while done < n:
             chunk = min(n - done, len(_ZEROS))
             self._encryptor.update_into(_ZEROS[:chunk], view[done : done + chunk + 16])
             done += chunk
-        return np.frombuffer(out, dtype=np.uint8, count=n)
+
+    def random_bytes(self, n: int) -> np.ndarray:
+        """``n`` keystream bytes as a (fresh) uint8 array."""
+        out = np.empty(n + 16, dtype=np.uint8)
+        self._keystream_into(out)
+        return out[:n]
 
     def uniform(self, n: int) -> np.ndarray:
         """``n`` float64 uniforms in [0, 1) with 52 random mantissa bits."""
         bits = self.random_bytes(8 * n).view("<u8")
-        one_two = ((bits >> np.uint64(12)) | np.uint64(0x3FF0000000000000)).view(np.float64)
-        return one_two - 1.0
+        bits >>= np.uint64(12)
+        bits |= np.uint64(0x3FF0000000000000)
+        one_two = bits.view(np.float64)
+        one_two -= 1.0
+        return one_two
 
     def bernoulli(self, n: int, p: float) -> np.ndarray:
         """``n`` independent booleans, each True with probability ``p``."""
         return self.uniform(n) < p
 
     def normal(self, n: int, std: float = 1.0) -> np.ndarray:
-        """``n`` float32 draws from N(0, std^2) by Box-Muller."""
+        """``n`` float32 draws from N(0, std^2) by Box-Muller (a fresh array)."""
         pairs = (n + 1) // 2
-        raw = self.random_bytes(12 * pairs)
-        radius_bits = raw[: 8 * pairs].view("<u8")
-        angle_bits = raw[8 * pairs :].view("<u4")
-        # 2 - [1, 2) lies in (0, 1]: log never sees 0
-        u = ((radius_bits >> np.uint64(12)) | np.uint64(0x3FF0000000000000)).view(np.float64)
-        np.subtract(2.0, u, out=u)
+        keystream = 12 * pairs + 16
+        scratch = _scratch(keystream + 4 * pairs)
+        raw = scratch[:keystream]
+        self._keystream_into(raw)
+        bits = raw[: 8 * pairs].view("<u8")
+        bits >>= np.uint64(12)
+        bits |= np.uint64(0x3FF0000000000000)
+        u = bits.view(np.float64)  # [1, 2)
+        np.subtract(2.0, u, out=u)  # (0, 1]: log never sees 0
         np.log(u, out=u)
-        u *= -2.0
-        np.sqrt(u, out=u)
-        u *= std
-        radius = u.astype(np.float32)
-        theta = (angle_bits >> np.uint32(8)).astype(np.float32)
-        theta *= np.float32(2.0 * math.pi / 2**24)
         out = np.empty(2 * pairs, dtype=np.float32)
-        np.multiply(radius, np.cos(theta), out=out[:pairs])
-        np.multiply(radius, np.sin(theta), out=out[pairs:])
+        radius = out[pairs:]  # the sine half holds the radius until the last multiply
+        np.multiply(u, -2.0, out=radius, casting="same_kind")
+        np.sqrt(radius, out=radius)
+        radius *= np.float32(std)
+        angle = raw[8 * pairs : 12 * pairs].view("<u4")
+        angle >>= np.uint32(8)
+        theta = scratch[keystream : keystream + 4 * pairs].view(np.float32)
+        # < 2**24 after the shift: exact as int32 and as float32 (int32 converts fastest)
+        np.copyto(theta, angle.view("<i4"), casting="unsafe")
+        theta *= np.float32(2.0 * math.pi / 2**24)
+        np.cos(theta, out=out[:pairs])
+        out[:pairs] *= radius
+        np.sin(theta, out=theta)
+        radius *= theta
         return out[:n]
 
 

@@ -127,3 +127,37 @@ def test_norms_just_above_c_are_still_clipped():
     for g in grads:
         g *= (target / norms).astype(np.float32).reshape((64,) + (1,) * (g.ndim - 1))
     assert _joint_norms(dpsgd.clip_per_example(grads, 1.0)).max() <= 1.0 + 1e-6
+
+
+def test_normal_matches_a_float64_box_muller_on_the_same_keystream(monkeypatch):
+    # same key twice: the float32 square root and angle must stay within float32 rounding of
+    # the textbook transform computed in float64 from the same bits
+    monkeypatch.setattr(dpsgd.os, "urandom", lambda n: bytes(range(n)))
+    n, std = 100_001, 2.5
+    got = dpsgd.SecureRandom().normal(n, std).astype(np.float64)
+    pairs = (n + 1) // 2
+    raw = dpsgd.SecureRandom().random_bytes(12 * pairs)
+    radius_bits = raw[: 8 * pairs].view("<u8")
+    angle_bits = raw[8 * pairs :].view("<u4")
+    u = 1.0 - (radius_bits >> np.uint64(12)).astype(np.float64) * 2.0**-52  # (0, 1]
+    theta = (angle_bits >> np.uint32(8)).astype(np.float64) * (2 * np.pi / 2**24)
+    radius = std * np.sqrt(-2 * np.log(u))
+    want = np.concatenate([radius * np.cos(theta), radius * np.sin(theta)])[:n]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * radius.max())
+
+
+def test_returned_draws_are_never_reused_by_a_later_call():
+    rng = dpsgd.SecureRandom()
+    first = rng.normal(50_001)
+    kept = first.copy()
+    second = rng.normal(50_001)
+    other = dpsgd.SecureRandom().normal(80_000)
+    stream = rng.random_bytes(1000)
+    kept_stream = stream.copy()
+    rng.random_bytes(1000)
+
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(stream, kept_stream)
+    for a, b in ((first, second), (first, other), (second, other)):
+        assert not np.shares_memory(a, b)
+    assert not np.array_equal(first, second)
