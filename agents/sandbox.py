@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents import SANDBOX_WORKER_ARG
 from agents.sandbox_worker import layout, views
 from vault.errors import TesseraError
 
@@ -75,6 +76,14 @@ def _shared_fd(size: int) -> int:
             fd = os.dup(handle.fileno())
     os.ftruncate(fd, size)
     return fd
+
+
+def _worker_command() -> list[str]:
+    # a frozen bundle's executable is the app, not a Python that takes -c: app/launcher.py
+    # turns it into the worker when given SANDBOX_WORKER_ARG
+    if getattr(sys, "frozen", False):
+        return [sys.executable, SANDBOX_WORKER_ARG]
+    return [sys.executable, "-I", "-c", _BOOT]
 
 
 def _child_env(threads: int, workdir: str) -> dict[str, str]:
@@ -139,7 +148,7 @@ class Sandbox:
         }
         debug = bool(os.environ.get("TESSERA_DEBUG"))
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT],
+            _worker_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None if debug else subprocess.DEVNULL,
