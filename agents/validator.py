@@ -20,7 +20,9 @@ Every model is hostile until shown otherwise. Checks run on the parsed protobuf 
 
 FLOPs are 2 x the multiply-accumulates of MatMul, Gemm, Conv and ConvTranspose computed from
 the inferred shapes, divided by the batch (the first dim of ``features``); elementwise ops,
-reductions and data movement are not counted. No torch here.
+reductions and data movement are not counted, so the estimate is a lower bound on the work.
+A package's ``task.json`` may not declare less than half of it (:data:`FLOPS_SLACK`). No torch
+here.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ ALLOWED_OPS = frozenset(_USED_BY_EXPORTS.split()) | frozenset(_OTHER_SAFE.split(
 LOOP_OPS = frozenset({"Loop", "Scan"})
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 DATA_INPUTS = ("features", "labels", "mask")
+# A declared flops_per_example may be at most this factor below the estimate. The estimate is a
+# lower bound (only MatMul/Gemm/Conv counted), so anything below it understates the work the
+# person's computer will do; 2 and not 1 forgives counting multiply-adds instead of FLOPs
+# (exactly 2x) and integer rounding per example, and nothing larger.
+FLOPS_SLACK = 2
 
 
 @dataclass(frozen=True)
@@ -270,7 +277,7 @@ def expected_io(task: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
 
 
 def check_task_io(report: ModelReport, task: dict[str, Any]) -> None:
-    """Raise ModelRefused unless the model's inputs, outputs and opset match ``task``."""
+    """Raise ModelRefused unless the model's inputs, outputs, opset and cost match ``task``."""
     inputs, outputs = expected_io(task)
     for what, got, want in (
         ("inputs", report.inputs, inputs),
@@ -285,6 +292,12 @@ def check_task_io(report: ModelReport, task: dict[str, Any]) -> None:
             raise ModelRefused(_printable(message))
     if report.opset != task["opset"]:
         raise ModelRefused(f"task.json says opset {task['opset']}, the model uses {report.opset}")
+    declared = task["flops_per_example"]
+    if declared * FLOPS_SLACK < report.flops_per_example:
+        raise ModelRefused(
+            f"task.json declares {declared} FLOPs per example, the model needs at least "
+            f"{report.flops_per_example}"
+        )
 
 
 def validate_package(path: str | os.PathLike[str]) -> ModelReport:

@@ -20,6 +20,7 @@ from onnx import helper as oh
 from agents.accounting import BudgetExceeded, PrivacyLedger
 from agents.round_result import ResultInvalid, sign_result, verify_result
 from agents.runner import DPConfig, SandboxLimits, TaskFailed, effective_dp, run_round
+from agents.validator import validate_model
 from identity.keys import did_for, generate_key
 from vault.errors import ModelRefused
 
@@ -155,7 +156,8 @@ def _round(model: bytes, ledger: PrivacyLedger | None = None, **kwargs):
     ledger = ledger or PrivacyLedger(dp.epsilon_budget, dp.delta)
     params = kwargs.pop("params", _params())
     kwargs.setdefault("limits", FAST)
-    return run_round(_task(), model, params, ADDRESS, features, labels, dp, ledger, **kwargs)
+    task = kwargs.pop("task", _task())
+    return run_round(task, model, params, ADDRESS, features, labels, dp, ledger, **kwargs)
 
 
 def test_rounds_reduce_loss_and_account_privacy():
@@ -214,8 +216,12 @@ def test_memory_bomb_is_killed_and_the_parent_runs_another_round():
 
 def test_long_computation_is_killed_by_the_time_limit():
     limits = SandboxLimits(memory_mib=1024, time_s=3, threads=1)
+    slow = logistic_model(extra="time")
+    with pytest.raises(ModelRefused, match="declares 10 FLOPs per example"):
+        _round(slow, limits=limits)  # hiding its cost in task.json is refused up front
+    honest = {**_task(), "flops_per_example": validate_model(slow).flops_per_example}
     with pytest.raises(TaskFailed, match="exceeded time limit of 3 s"):
-        _round(logistic_model(extra="time"), limits=limits)
+        _round(slow, limits=limits, task=honest)
     assert _round(logistic_model()).result.steps == DP.local_steps
 
 

@@ -207,6 +207,57 @@ def test_check_task_io_names_dtype_and_opset():
         check_task_io(report, {**task, "opset": hm.OPSET + 1})
 
 
+def _with_hidden_compute(model_bytes: bytes, size: int = 256, chain: int = 8) -> bytes:
+    """The model plus a chain of [size, size] MatMuls whose result is multiplied into the loss
+    by zero: the outputs stay honest, the work is ``chain * size**3`` multiply-adds per batch."""
+    model = onnx.load_model_from_string(model_bytes)
+    graph = model.graph
+    side = onnx.helper.make_tensor("side", onnx.TensorProto.INT64, [2], [size] * 2)
+    graph.initializer.append(side)
+    nodes = [onnx.helper.make_node("Expand", ["two", "side"], ["m0"])]
+    for i in range(chain):
+        nodes.append(onnx.helper.make_node("MatMul", [f"m{i}", f"m{i}"], [f"m{i + 1}"]))
+    nodes += [
+        onnx.helper.make_node("ReduceSum", [f"m{chain}"], ["hidden"], keepdims=0),
+        onnx.helper.make_node("Mul", ["hidden", "zero"], ["nothing"]),
+    ]
+    losses = next(n for n in graph.node if "losses" in n.output)
+    losses.output[0] = "honest_losses"
+    nodes.append(onnx.helper.make_node("Add", ["honest_losses", "nothing"], ["losses"]))
+    graph.node.extend(nodes)
+    return model.SerializeToString()
+
+
+def test_package_understating_its_cost_refused(tmp_path: Path):
+    from agents.package import write_package
+
+    heavy = _with_hidden_compute(hm.linear_task_model())
+    estimate = validate_model(heavy).flops_per_example
+    path = tmp_path / "cheap-looking.tpkg"
+    # declares the cost of the honest linear model, hides 8 x 256^3 multiply-adds per batch
+    write_package(path, hm.linear_task(), heavy, {"w": [0.0, 0.0, 0.0]})
+
+    with pytest.raises(ModelRefused) as refused:
+        validate_package(path)
+
+    assert estimate == 2 * (4 * 3 + 8 * 256**3) // 4
+    assert str(refused.value) == (
+        f"task.json declares 12 FLOPs per example, the model needs at least {estimate}"
+    )
+
+
+@pytest.mark.parametrize(("declared", "accepted"), [(6, True), (3, True), (2, False), (0, False)])
+def test_declared_flops_may_be_at_most_half_the_estimate(declared: int, accepted: bool):
+    report = validate_model(hm.linear_task_model())  # estimate: 6 FLOPs per example
+    task = {**hm.linear_task(), "flops_per_example": declared}
+
+    if accepted:  # half of the estimate is a multiply-add count: still honest
+        check_task_io(report, task)
+    else:
+        with pytest.raises(ModelRefused, match=f"declares {declared} FLOPs per example"):
+            check_task_io(report, task)
+
+
 def test_package_with_hostile_model_and_honest_hashes_refused(tmp_path: Path):
     from agents.package import write_package
 
