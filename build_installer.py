@@ -13,6 +13,7 @@ a zip on Windows: everything platform-specific is chosen from `sys.platform` bel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -69,6 +71,14 @@ EXCLUDES = [
     "PySide6.QtTest",
     "PySide6.QtDesigner",
     "PySide6.QtSvgWidgets",
+    # pyqtgraph's 3-D widgets (PyOpenGL); its 2-D charts stay
+    "pyqtgraph.opengl",
+    # dp-accounting's PLD half: agents/accounting.py loads only the RDP accountant, which needs
+    # scipy.special alone (the rest of SciPy, about 40 MB, is left out in build())
+    "dp_accounting.pld",
+    "dp_accounting.mechanism_calibration",
+    "scipy.special.cython_special",
+    "readline",
 ]
 PACKAGES = ["app", "vault", "agents", "identity"]  # commands load lazily: collect them all
 
@@ -91,6 +101,20 @@ def executable() -> Path:
     if sys.platform == "darwin":
         return DIST / f"{NAME}.app" / "Contents" / "MacOS" / "tessera"
     return BUNDLE / ("tessera.exe" if sys.platform == "win32" else "tessera")
+
+
+def _scipy_unused() -> list[str]:
+    """Every SciPy subpackage but special (and the _lib it imports)."""
+    import pkgutil
+
+    import scipy
+
+    keep = {"special", "_lib"}
+    return [
+        f"scipy.{m.name}"
+        for m in pkgutil.iter_modules(scipy.__path__)
+        if m.ispkg and m.name not in keep
+    ]
 
 
 def build() -> None:
@@ -133,7 +157,7 @@ def build() -> None:
         "--hidden-import",
         "keyring.backends.SecretService",
         "--hidden-import",
-        "PySide6.QtOpenGL",  # pyqtgraph imports these two by name
+        "PySide6.QtOpenGL",  # pyqtgraph's charts import these two by name
         "--hidden-import",
         "PySide6.QtOpenGLWidgets",
         "--hidden-import",
@@ -143,7 +167,7 @@ def build() -> None:
     ]
     for package in PACKAGES:
         args += ["--collect-submodules", package]
-    for module in EXCLUDES:
+    for module in EXCLUDES + _scipy_unused():
         args += ["--exclude-module", module]
     if icon.exists():
         args += ["--icon", str(icon)]
@@ -156,22 +180,104 @@ def build() -> None:
     if sys.platform != "darwin":
         produced.rename(BUNDLE)
     if sys.platform.startswith("linux"):
-        _strip_debug_symbols()
+        _slim_linux()
         _desktop_entry()
 
 
-# Wheels that ship their extension with debug symbols (about 20 MB saved). Not PyInstaller's
-# --strip: it strips auditwheel-patched libraries too (numpy's OpenBLAS) and breaks them.
-UNSTRIPPED = ("sqlcipher3", "didkit", "cryptography")
+# Parts of the wheels that Tessera never loads, as globs under lib/ (Linux).
+UNUSED = [
+    # ONNX Runtime's C API library (35 MB): the Python binding has ONNX Runtime built in
+    "onnxruntime/capi/libonnxruntime.so*",
+    # Qt's own translations: Tessera's interface is English only
+    "PySide6/Qt/translations",
+    # GTK theming (it alone pulls in GTK 3, cairo and pango); Qt draws its own style
+    "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+    # OpenGL buffer integrations: Tessera paints in software
+    "PySide6/Qt/plugins/xcbglintegrations",
+    "PySide6/Qt/plugins/wayland-graphics-integration-client",
+    # embedded, framebuffer and remote displays, raw input devices: a desktop app runs on
+    # X11 or Wayland (offscreen for screenshots)
+    "PySide6/Qt/plugins/egldeviceintegrations",
+    "PySide6/Qt/plugins/generic",
+    *(
+        f"PySide6/Qt/plugins/platforms/libq{name}.so"
+        for name in ("eglfs", "linuxfb", "minimal", "minimalegl", "vkkhrdisplay", "vnc")
+    ),
+    # image formats Tessera never shows (PNG is built in; SVG, ICO and JPEG stay)
+    *(
+        f"PySide6/Qt/plugins/imageformats/libq{name}.so"
+        for name in ("gif", "icns", "tga", "tiff", "wbmp", "webp")
+    ),
+]
+# Loaded with dlopen, not through DT_NEEDED: never pruned as unlinked.
+DLOPENED = ("libpython",)
+# Libraries that ship with debug symbols: pyenv-style Python builds and some wheels (about
+# 45 MB). Not PyInstaller's --strip: it strips auditwheel-patched libraries too (numpy's
+# OpenBLAS) and breaks them.
+UNSTRIPPED = ("sqlcipher3/**/*.so", "didkit/**/*.so", "cryptography/**/*.so",
+              "libpython3*.so*", "python3*/lib-dynload/*.so")  # fmt: skip
 
 
-def _strip_debug_symbols() -> None:
+def _slim_linux() -> None:
+    lib = BUNDLE / "lib"
+    for pattern in UNUSED:
+        for path in lib.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    _prune_unlinked_libraries(lib)
     strip = shutil.which("strip")
-    if strip is None:
-        return
-    for package in UNSTRIPPED:
-        for library in (BUNDLE / "lib" / package).rglob("*.so"):
-            subprocess.run([strip, "--strip-unneeded", str(library)], check=True)
+    if strip is not None:
+        for pattern in UNSTRIPPED:
+            for library in lib.glob(pattern):
+                if library.is_file() and not library.is_symlink():
+                    subprocess.run([strip, "--strip-unneeded", str(library)], check=True)
+
+
+def _needed(path: Path) -> list[str]:
+    """The DT_NEEDED names of an ELF file (readelf ships with binutils, as PyInstaller needs)."""
+    out = subprocess.run(
+        ["readelf", "--dynamic", "--wide", str(path)], capture_output=True, text=True, check=False
+    ).stdout
+    return [line.rsplit("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(4) == b"\x7fELF"
+
+
+def _prune_unlinked_libraries(lib: Path) -> None:
+    """Remove the shared libraries PyInstaller collected for what UNUSED took out.
+
+    Candidates are the system libraries at the top of lib/ and Qt's own libraries; one stays
+    if any file that stays (extension module, plugin, executable, or a kept library) lists it
+    in DT_NEEDED, followed to a fixed point.
+    """
+    files = [p for p in [*lib.rglob("*"), executable()] if p.is_file() and not p.is_symlink()]
+    elves = {p: _needed(p) for p in files if _is_elf(p)}
+    candidates = {
+        p for p in elves if p.parent in (lib, lib / "PySide6" / "Qt" / "lib")
+        and p.name.startswith("lib") and ".so" in p.name  # not a Python extension module
+        and not p.name.startswith(DLOPENED)
+    }  # fmt: skip
+    by_name: dict[str, list[Path]] = {}
+    for path in candidates:
+        by_name.setdefault(path.name, []).append(path)
+    for link in lib.iterdir():  # lib/libQt6Core.so.6 -> PySide6/Qt/lib/libQt6Core.so.6
+        if link.is_symlink() and link.resolve() in candidates:
+            by_name.setdefault(link.name, []).append(link.resolve())
+    kept = [p for p in elves if p not in candidates]
+    reached: set[Path] = set()
+    while kept:
+        for name in elves[kept.pop()]:
+            for target in by_name.get(name, []):
+                if target not in reached:
+                    reached.add(target)
+                    kept.append(target)
+    for path in candidates - reached:
+        path.unlink()
+    for link in lib.iterdir():
+        if link.is_symlink() and not link.exists():
+            link.unlink()
 
 
 def _desktop_entry() -> None:
@@ -265,6 +371,20 @@ def _smoke_models(folder: Path) -> tuple[Path, Path]:
     return folder / "good.onnx", folder / "hostile.onnx"
 
 
+def _smoke_training(folder: Path) -> tuple[Path, Path]:
+    """A small task package (the demo's linear model, no torch) and training data for it."""
+    import numpy as np
+
+    from app.gui.demo_exchange import FEATURES, task_package
+
+    package, data = folder / "task.tpkg", folder / "train.npz"
+    package.write_bytes(task_package("steps"))
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((200, FEATURES)).astype(np.float32)
+    np.savez(data, features=features, labels=features @ np.arange(FEATURES, dtype=np.float32))
+    return package, data
+
+
 def _first_window_ms(env: dict[str, str], cwd: Path, shots: Path) -> int:
     """Run `gui --screenshots`; return ms from launch until the first window was painted.
 
@@ -296,6 +416,42 @@ def _first_window_ms(env: dict[str, str], cwd: Path, shots: Path) -> int:
     return round((painted - started) * 1000)
 
 
+@contextlib.contextmanager
+def _x_server() -> Iterator[str | None]:
+    """A throwaway Xvfb display (":N"), or None where Xvfb is not installed."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None or not sys.platform.startswith("linux"):
+        yield None
+        return
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        [xvfb, "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read) as display:
+            yield f":{display.readline().strip()}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _x11_screenshots(env: dict[str, str], cwd: Path) -> int | None:
+    """Screenshots through Qt's X11 platform plugin on Xvfb (what a Linux desktop loads)."""
+    with _x_server() as display:
+        if display is None:
+            return None
+        shots = cwd / "shots-x11"
+        _run(
+            ["gui", "--screenshots", str(shots)],
+            {**env, "QT_QPA_PLATFORM": "xcb", "DISPLAY": display},
+            cwd,
+        )
+        return len(list(shots.glob("*.png")))
+
+
 def smoke() -> dict[str, object]:
     """Run the built bundle from a temp folder with a clean environment; fail on any error."""
     with tempfile.TemporaryDirectory(prefix="tessera-smoke-") as tmp:
@@ -321,15 +477,40 @@ def smoke() -> dict[str, object]:
         good, hostile = _smoke_models(home)
         _run(["task", "validate", str(good)], env, home)
         _run(["task", "validate", str(hostile)], env, home, expect=1)
+        # a real DP-SGD round: the bundle starts itself as the sandboxed child, runs ONNX
+        # Runtime there and accounts privacy with dp-accounting
+        package, data = _smoke_training(home)
+        trained = json.loads(
+            _run(
+                [
+                    "task",
+                    "run",
+                    str(package),
+                    "--data",
+                    str(data),
+                    "--rounds",
+                    "2",
+                    "--local-steps",
+                    "3",
+                    "--json",
+                ],
+                env,
+                home,
+            )  # fmt: skip
+        )
+        assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
         shots = home / "shots"
         first_window_ms = _first_window_ms(env, home, shots)
         pngs = sorted(p.name for p in shots.glob("*.png"))
         assert pngs, "no screenshots were written"
+        x11_screenshots = _x11_screenshots(env, home)
+        assert x11_screenshots is None or x11_screenshots == len(pngs), x11_screenshots
         return {
             "smoke": "ok",
             "cold_version_ms": cold_version_ms,
             "cold_first_window_ms": first_window_ms,
             "screenshots": len(pngs),
+            "x11_screenshots": x11_screenshots if x11_screenshots is not None else "no Xvfb",
         }
 
 

@@ -14,7 +14,6 @@ Its state is a plain list of (q, sigma, steps) records, so the vault can store a
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import logging
 import math
@@ -50,10 +49,10 @@ def _rdp_modules() -> tuple[ModuleType, ModuleType]:
 
 
 def _load_rdp_modules() -> tuple[ModuleType, ModuleType]:
-    return (
-        importlib.import_module("dp_accounting.dp_event"),
-        importlib.import_module("dp_accounting.rdp.rdp_privacy_accountant"),
-    )
+    from dp_accounting import dp_event
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    return dp_event, rdp_privacy_accountant
 
 
 _dp_event, _rdp = _rdp_modules()

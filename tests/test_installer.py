@@ -2,7 +2,7 @@
 
 `python build_installer.py --smoke` runs the bundle from another folder with a clean
 environment (no .venv, no source tree): --version, init, import, verify, task validate of a
-good and a hostile model, and GUI screenshots offscreen.
+good and a hostile model, two DP-SGD rounds of a small task, and GUI screenshots offscreen.
 """
 
 from __future__ import annotations
