@@ -6,6 +6,13 @@ norm at most C, the scaled gradients are summed, Gaussian noise N(0, (sigma*C)^2
 every coordinate, and the sum is divided by the *expected* batch size q*N (dividing by the
 sampled size would leak it). Pure numpy; the ONNX model only supplies per-example gradients.
 
+A linear layer's weight gradients may arrive factored (:class:`Outer`: example i's gradient
+is ``sum_t outer(sig[i, t], act[i, t])``), as in ghost clipping (Li et al., "Large Language
+Models Can Be Strong Differentially Private Learners", ICLR 2022) and book-keeping (Bu et al.,
+"Differentially Private Optimization on Large Model at Small Cost", ICML 2023): norms come
+from the factors (``|a_i|^2 |s_i|^2``, or Gram matrices over T positions) and the clipped sum
+is one matmul ``(c * S)^T A``, so the [B, P, Q] per-example gradients never exist.
+
 Randomness: :class:`SecureRandom` draws every uniform, Bernoulli and Gaussian from AES-256 in
 counter mode under a fresh 256-bit key from ``os.urandom`` (one instance per step). AES-CTR is
 the keystream of NIST SP 800-90A's CTR_DRBG, so its output is computationally
@@ -27,13 +34,16 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # Sums of squares run in float32 over blocks of this many values, then add up in float64. In
 # any summation order the float32 error of one block is at most BLOCK * 2**-24 = 6.1e-5 of its
-# value (3.1e-5 on the norm), which _NORM_MARGIN covers: clipped norms never exceed C.
+# value (3.1e-5 on the norm). A factored norm |a|^2 |s|^2 multiplies two such sums: at most
+# 1.22e-4 on the square, 6.1e-5 on the norm. _NORM_MARGIN covers both: clipped norms never
+# exceed C. (With T > 1 positions the factored norms are computed in float64, with a bound.)
 _BLOCK = 1024
 _NORM_MARGIN = 1.0 + 1e-4
 # The clipped sum runs as one gemv per slice of this many columns. Slices of 64 x 4096 stay
@@ -127,27 +137,60 @@ class SecureRandom:
         return out[:n]
 
 
+@dataclass(frozen=True)
+class Outer:
+    """A 2-D weight's per-example gradients as factors, straight from the (untrusted) graph.
+
+    ``sig`` is [B, P] or [B, T, P], ``act`` is [B, Q] or [B, T, Q]; example i's gradient is
+    ``sum_t outer(sig[i, t], act[i, t])``, shaped [P, Q] like the weight.
+    """
+
+    sig: np.ndarray
+    act: np.ndarray
+
+    def rows(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(S [n*T, P], A [n*T, Q], T) over the first ``n`` examples only."""
+        positions = self.sig.shape[1] if self.sig.ndim == 3 else 1
+        sig = self.sig[:n].reshape(n * positions, self.sig.shape[-1])
+        act = self.act[:n].reshape(n * positions, self.act.shape[-1])
+        return sig, act, positions
+
+    def materialize(self, n: int) -> np.ndarray:
+        """The first ``n`` per-example gradients, [n, P, Q] float32 (reference and tests)."""
+        sig, act, positions = self.rows(n)
+        sig = sig.reshape(n, positions, -1)
+        act = act.reshape(n, positions, -1)
+        return np.matmul(sig.transpose(0, 2, 1), act)
+
+
+PerExample = np.ndarray | Outer
+
+
 def _flat_rows(grad: np.ndarray, n: int) -> np.ndarray:
     return grad[:n].reshape(n, -1)
 
 
-def per_example_sq_norms(grads: Sequence[np.ndarray], n: int) -> np.ndarray:
+def per_example_sq_norms(grads: Sequence[PerExample], n: int) -> np.ndarray:
     """Squared L2 norms (float64, [n]) of the first ``n`` per-example gradients, all params."""
     total = np.zeros(n, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         for grad in grads:
-            _add_sq_norms(total, grad, n)
+            if isinstance(grad, Outer):
+                total += _outer_sq_norms(grad, n)
+            else:
+                total += _row_sq_norms(_flat_rows(grad, n))
     if not np.all(np.isfinite(total)):
         raise NonFiniteGradient("the model returned NaN, Inf or overflowing gradients")
     return total
 
 
-def _add_sq_norms(total: np.ndarray, grad: np.ndarray, n: int) -> None:
-    rows = _flat_rows(grad, n)
-    width = rows.shape[1]
+def _row_sq_norms(rows: np.ndarray) -> np.ndarray:
+    """Squared norms of each row of float32 ``rows`` [m, k], float64, per the block bound."""
+    m, width = rows.shape
+    total = np.zeros(m, dtype=np.float64)
     full = width // _BLOCK * _BLOCK
     if full:
-        blocks = rows[:, :full].reshape(n, full // _BLOCK, _BLOCK)
+        blocks = rows[:, :full].reshape(m, full // _BLOCK, _BLOCK)
         if _vecdot is not None:
             partial = _vecdot(blocks, blocks)
         else:  # pragma: no cover - numpy 1.x
@@ -156,6 +199,29 @@ def _add_sq_norms(total: np.ndarray, grad: np.ndarray, n: int) -> None:
     if full < width:
         tail = rows[:, full:]
         total += np.einsum("ij,ij->i", tail, tail).astype(np.float64)
+    return total
+
+
+def _outer_sq_norms(grad: Outer, n: int) -> np.ndarray:
+    """|sum_t outer(s_t, a_t)|_F^2 per example, never below the true value beyond the margin."""
+    sig, act, positions = grad.rows(n)
+    if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly
+        return _row_sq_norms(sig) * _row_sq_norms(act)
+    p, q = sig.shape[1], act.shape[1]
+    s = sig.reshape(n, positions, p).astype(np.float64)
+    a = act.reshape(n, positions, q).astype(np.float64)
+    if positions * (p + q) <= p * q:  # <A A^T, S S^T>: T x T Gram matrices, no [P, Q]
+        sq = np.einsum("bts,bts->b", a @ a.transpose(0, 2, 1), s @ s.transpose(0, 2, 1))
+    else:
+        sq = np.empty(n)
+        step = max(1, (1 << 23) // (p * q))  # <= 64 MB of float64 gradients at a time
+        for first in range(0, n, step):
+            g = s[first : first + step].transpose(0, 2, 1) @ a[first : first + step]
+            sq[first : first + step] = np.einsum("bpq,bpq->b", g, g)
+    # float64 rounding of these sums is at most (terms) * 2**-53 * sum |term|, and
+    # sum |term| <= |A|^2 |S|^2 (Cauchy-Schwarz): add that bound, so the norm is never under
+    bound = np.einsum("btq,btq->b", a, a) * np.einsum("btp,btp->b", s, s)
+    return np.maximum(sq, 0.0) + (positions * positions + p + q) * 2.0**-50 * bound
 
 
 def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:
@@ -166,8 +232,29 @@ def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:
     return factors.astype(np.float32)
 
 
+def weighted_sum(grad: PerExample, n: int, factors: np.ndarray) -> np.ndarray:
+    """sum_i factors[i] * gradient_i over the first ``n`` examples, in the parameter's shape."""
+    if isinstance(grad, Outer):
+        sig, act, positions = grad.rows(n)
+        # one matmul (c * S)^T A: the per-example [P, Q] gradients are never formed
+        scale = np.repeat(factors, positions) if positions > 1 else factors
+        return np.matmul((sig * scale[:, None]).T, act)
+    # f @ G: the weighted sum, without ever making a clipped per-example copy
+    rows = _flat_rows(grad, n)
+    out = np.empty(rows.shape[1], dtype=np.float32)
+    for start in range(0, rows.shape[1], _COLUMNS):
+        np.matmul(factors, rows[:, start : start + _COLUMNS], out=out[start : start + _COLUMNS])
+    return out.reshape(grad.shape[1:])
+
+
+def _param_shape(grad: PerExample) -> tuple[int, ...]:
+    if isinstance(grad, Outer):
+        return (grad.sig.shape[-1], grad.act.shape[-1])
+    return tuple(grad.shape[1:])
+
+
 def clipped_sum(
-    grads: Sequence[np.ndarray], n: int, clip_norm: float
+    grads: Sequence[PerExample], n: int, clip_norm: float
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Sum over the first ``n`` examples of gradients clipped jointly to ``clip_norm``.
 
@@ -175,25 +262,18 @@ def clipped_sum(
     Returns the per-parameter sums and the unclipped per-example norms.
     """
     if n == 0:
-        return [np.zeros(g.shape[1:], dtype=np.float32) for g in grads], np.zeros(0)
+        return [np.zeros(_param_shape(g), dtype=np.float32) for g in grads], np.zeros(0)
     sq = per_example_sq_norms(grads, n)
     factors = clip_factors(sq, clip_norm)
-    sums = []
-    for grad in grads:
-        # f @ G: the weighted sum, without ever making a clipped per-example copy
-        rows = _flat_rows(grad, n)
-        out = np.empty(rows.shape[1], dtype=np.float32)
-        for start in range(0, rows.shape[1], _COLUMNS):
-            np.matmul(factors, rows[:, start : start + _COLUMNS], out=out[start : start + _COLUMNS])
-        sums.append(out.reshape(grad.shape[1:]))
-    return sums, np.sqrt(sq)
+    return [weighted_sum(grad, n, factors) for grad in grads], np.sqrt(sq)
 
 
-def clip_per_example(grads: Sequence[np.ndarray], clip_norm: float) -> list[np.ndarray]:
+def clip_per_example(grads: Sequence[PerExample], clip_norm: float) -> list[np.ndarray]:
     """Every per-example gradient scaled to joint norm <= ``clip_norm`` (reference, tests)."""
-    n = grads[0].shape[0]
+    dense = [g.materialize(len(g.sig)) if isinstance(g, Outer) else g for g in grads]
+    n = dense[0].shape[0]
     factors = clip_factors(per_example_sq_norms(grads, n), clip_norm)
-    return [g * factors.reshape((n,) + (1,) * (g.ndim - 1)) for g in grads]
+    return [g * factors.reshape((n,) + (1,) * (g.ndim - 1)) for g in dense]
 
 
 def noisy_mean(

@@ -7,7 +7,11 @@ gives identical bytes) with exactly three members:
   :func:`agents.task_schema.check_task`);
 - ``model.onnx``: inputs = one per parameter (named as in ``task.json``), then ``features``
   [B, *features.shape] float32, ``labels`` [B] (label.dtype), ``mask`` [B] float32; outputs =
-  ``losses`` [B] float32, then ``grad.<param>`` [B, *param shape] float32 per parameter;
+  ``losses`` [B] float32, then per parameter either ``grad.<param>`` [B, *param shape] float32
+  (the default, ``grad: dense``) or, for a 2-D weight [P, Q] declared ``grad: outer`` with
+  ``positions`` T, the factors ``act.<param>`` [B, Q] and ``sig.<param>`` [B, P] ([B, T, Q]
+  and [B, T, P] when T > 1) whose per-position outer products sum to each example's gradient
+  (:func:`agents.task_schema.graph_io` lists them; the vault clips from the factors);
 - ``params.npz``: the initial parameters, float32, one ``<name>.npy`` per parameter, no pickles.
 
 The package address is ``sha256:`` + the SHA-256 of the package bytes. Reading treats the bytes

@@ -34,6 +34,7 @@ from agents import dpsgd
 from agents.accounting import PrivacyLedger
 from agents.round_result import RoundResult
 from agents.sandbox import Sandbox, SandboxLimits, TaskFailed, resolve_providers
+from agents.task_schema import graph_io
 from agents.training_step import DPStep
 from vault.errors import TesseraError
 
@@ -96,21 +97,8 @@ class RoundOutcome:
 
 
 def task_io(task: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The graph's (inputs, outputs) per task.json, as name/shape/dtype dicts."""
-    batch = task["batch_size"]
-    params = [
-        {"name": p["name"], "shape": list(p["shape"]), "dtype": "float32"} for p in task["params"]
-    ]
-    inputs = params + [
-        {"name": "features", "shape": [batch, *task["features"]["shape"]], "dtype": "float32"},
-        {"name": "labels", "shape": [batch], "dtype": task["label"]["dtype"]},
-        {"name": "mask", "shape": [batch], "dtype": "float32"},
-    ]
-    outputs = [{"name": "losses", "shape": [batch], "dtype": "float32"}] + [
-        {"name": f"grad.{p['name']}", "shape": [batch, *p["shape"]], "dtype": "float32"}
-        for p in task["params"]
-    ]
-    return inputs, outputs
+    """The graph's (inputs, outputs) per task.json, as name/shape/dtype dicts (see graph_io)."""
+    return graph_io(dict(task))
 
 
 def _validate_model(model_bytes: bytes, task: Mapping[str, Any]) -> None:

@@ -2,7 +2,17 @@
 
 A package's ``task.json`` declares the parameters, batch size, feature recipe and shape,
 label, loss, member hashes, ONNX opset and cost of one example; :func:`check_task` refuses
-anything else. The zip around it is :mod:`agents.package`.
+anything else. The zip around it is :mod:`agents.package`; :func:`graph_io` is the model's
+input/output contract that follows from a task.
+
+Per-example gradients come in two forms, chosen per parameter by its optional ``grad`` key:
+
+- ``"dense"`` (the default): the graph outputs ``grad.<name>`` [B, *shape];
+- ``"outer"``, for a 2-D weight [P, Q] such as torch's ``nn.Linear`` weight [out, in], with an
+  integer ``positions`` T: the graph outputs ``act.<name>`` [B, Q] and ``sig.<name>`` [B, P]
+  (or [B, T, Q] and [B, T, P] when T > 1), and example i's gradient is
+  ``sum_t outer(sig[i, t], act[i, t])``, [P, Q]. The vault never receives that gradient: it
+  computes norms and clipped sums from the factors itself (ghost clipping).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ MAX_MODEL_BYTES = 256 * 1024**2
 MAX_DIMS = 8
 MAX_BATCH_SIZE = 65_536
 RESERVED_NAMES = ("features", "labels", "mask", "losses")
+GRAD_FORMS = ("dense", "outer")
 # Parameter names become ONNX input names and npz member names: keep them plain (torch
 # names such as "0.weight" start with a digit).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,127}$")
@@ -89,8 +100,16 @@ def check_task(task: Any) -> None:
     if not isinstance(params, list) or not params or len(params) > 1024:
         raise ModelRefused("task.json: params must be a non-empty list (at most 1024)")
     seen: set[str] = set()
+    batch = task["batch_size"]
+    if not _is_int(batch) or not 1 <= batch <= MAX_BATCH_SIZE:
+        raise ModelRefused(f"task.json: batch_size must be an integer in 1..{MAX_BATCH_SIZE}")
     for i, spec in enumerate(params):
-        _check_keys(f"params[{i}]", spec, {"name", "shape", "dtype"})
+        keys = {"name", "shape", "dtype"}
+        if isinstance(spec, dict) and "grad" in spec:
+            if spec["grad"] not in GRAD_FORMS:
+                raise ModelRefused(f"task.json: params[{i}].grad must be one of {list(GRAD_FORMS)}")
+            keys |= {"grad", "positions"} if spec["grad"] == "outer" else {"grad"}
+        _check_keys(f"params[{i}]", spec, keys)
         name = spec["name"]
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in RESERVED_NAMES:
             raise ModelRefused(f"task.json: params[{i}] has a bad name {name!r}")
@@ -100,9 +119,7 @@ def check_task(task: Any) -> None:
         _check_shape(f"params[{i}].shape", spec["shape"], max_elements)
         if spec["dtype"] != "float32":
             raise ModelRefused(f"task.json: parameter {name!r} must be float32")
-    batch = task["batch_size"]
-    if not _is_int(batch) or not 1 <= batch <= MAX_BATCH_SIZE:
-        raise ModelRefused(f"task.json: batch_size must be an integer in 1..{MAX_BATCH_SIZE}")
+        _check_grad_form(name, spec, batch, max_elements)
     features = _check_keys("features", task["features"], {"recipe", "shape", "dtype"})
     _check_str("features.recipe", features["recipe"])
     _check_shape("features.shape", features["shape"], max_elements // batch)
@@ -133,6 +150,56 @@ def check_task(task: Any) -> None:
     flops = task["flops_per_example"]
     if not _is_int(flops) or flops < 0:
         raise ModelRefused("task.json: flops_per_example must be a non-negative integer")
+
+
+def _check_grad_form(name: str, spec: dict[str, Any], batch: int, max_elements: int) -> None:
+    if spec.get("grad", "dense") == "dense":
+        return
+    shape, positions = spec["shape"], spec["positions"]
+    if len(shape) != 2:
+        raise ModelRefused(f"task.json: parameter {name!r} has grad 'outer' but is not 2-D")
+    if not _is_int(positions) or positions < 1:
+        raise ModelRefused(f"task.json: parameter {name!r} needs positions >= 1")
+    if batch * positions * (shape[0] + shape[1]) > max_elements:
+        raise ModelRefused(f"task.json: the factors of parameter {name!r} are too large")
+
+
+def grad_form(spec: dict[str, Any]) -> str:
+    """How a (checked) parameter's per-example gradients leave the graph: dense or outer."""
+    return str(spec.get("grad", "dense"))
+
+
+def factor_shapes(spec: dict[str, Any], batch: int) -> tuple[list[int], list[int]]:
+    """(act shape, sig shape) of an ``outer`` parameter: [B, (T,) Q] and [B, (T,) P]."""
+    rows, cols = spec["shape"]
+    steps = [spec["positions"]] if spec["positions"] > 1 else []
+    return [batch, *steps, cols], [batch, *steps, rows]
+
+
+def graph_io(task: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The model's (inputs, outputs) for a checked ``task``, as name/shape/dtype dicts.
+
+    Inputs: one per parameter, then ``features``, ``labels``, ``mask``. Outputs: ``losses``,
+    then per parameter in order ``grad.<name>`` (dense) or ``act.<name>``, ``sig.<name>``.
+    """
+    batch = task["batch_size"]
+    params = task["params"]
+    inputs = [{"name": p["name"], "shape": list(p["shape"]), "dtype": "float32"} for p in params]
+    inputs += [
+        {"name": "features", "shape": [batch, *task["features"]["shape"]], "dtype": "float32"},
+        {"name": "labels", "shape": [batch], "dtype": task["label"]["dtype"]},
+        {"name": "mask", "shape": [batch], "dtype": "float32"},
+    ]
+    outputs = [{"name": "losses", "shape": [batch], "dtype": "float32"}]
+    for p in params:
+        if grad_form(p) == "outer":
+            act, sig = factor_shapes(p, batch)
+            outputs.append({"name": f"act.{p['name']}", "shape": act, "dtype": "float32"})
+            outputs.append({"name": f"sig.{p['name']}", "shape": sig, "dtype": "float32"})
+        else:
+            shape = [batch, *p["shape"]]
+            outputs.append({"name": f"grad.{p['name']}", "shape": shape, "dtype": "float32"})
+    return inputs, outputs
 
 
 def _refuse_constant(text: str) -> None:

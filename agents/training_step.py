@@ -5,7 +5,9 @@ in process), so what is timed is what runs. A graph is anything with ``arrays`` 
 input/output tensors by name) and ``run()``. The batch of a step is split into calls of the
 graph's fixed batch size; the last call is padded with zero rows and a zero mask, and padding
 rows of the outputs are never read. The rows of every call are hashed, in order, into the
-round's data commitment.
+round's data commitment. Parameters declared ``grad: outer`` arrive as factors
+(``act.<name>``, ``sig.<name>``; see :mod:`agents.task_schema`) and are clipped and summed
+from those (:class:`agents.dpsgd.Outer`); the others arrive as ``grad.<name>``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from agents import dpsgd
 from agents.sandbox import TaskFailed
+from agents.task_schema import grad_form, graph_io
 
 
 class Graph(Protocol):
@@ -45,7 +48,9 @@ class DPStep:
     ) -> None:
         self.graph = graph
         self.names = [p["name"] for p in task["params"]]
-        self.grad_names = [f"grad.{name}" for name in self.names]
+        self.outer = {p["name"] for p in task["params"] if grad_form(p) == "outer"}
+        # every per-example output: losses, grad.<dense>, act.<outer> and sig.<outer>
+        self.output_names = [o["name"] for o in graph_io(dict(task))[1]]
         self.shapes = {p["name"]: tuple(p["shape"]) for p in task["params"]}
         self.batch = int(task["batch_size"])
         self.features, self.labels = features, labels
@@ -82,7 +87,7 @@ class DPStep:
         arrays["features"][slot] = self.features[outside]
         arrays["labels"][slot] = self.labels[outside]
         self.graph.run()
-        names = ["losses", *self.grad_names]
+        names = self.output_names
         swapped = {name: arrays[name][:n].copy() for name in names}
         arrays["features"][slot], arrays["labels"][slot] = saved
         self.graph.run()
@@ -95,6 +100,16 @@ class DPStep:
                     f"model refused: its {name} for one example changed when another example "
                     "changed; per-example gradients must depend on their own example only"
                 )
+
+    def per_example(self) -> list[dpsgd.PerExample]:
+        """The graph's per-example gradients (or their factors), in parameter order."""
+        arrays = self.graph.arrays
+        return [
+            dpsgd.Outer(sig=arrays[f"sig.{name}"], act=arrays[f"act.{name}"])
+            if name in self.outer
+            else arrays[f"grad.{name}"]
+            for name in self.names
+        ]
 
     def step(
         self,
@@ -133,12 +148,17 @@ class DPStep:
             else:
                 self.graph.run()
             t = self._tick("onnx", t)
+            grads = self.per_example()
             try:
-                part, _ = dpsgd.clipped_sum([arrays[g] for g in self.grad_names], n, self.clip_norm)
+                sq_norms = dpsgd.per_example_sq_norms(grads, n)
             except dpsgd.NonFiniteGradient as exc:
                 raise TaskFailed(f"model failed: {exc}") from None
-            for total, piece in zip(sums, part, strict=True):
-                total += piece
+            factors = dpsgd.clip_factors(sq_norms, self.clip_norm)
+            t = self._tick("clip", t)
+            for total, grad in zip(sums, grads, strict=True):
+                total += dpsgd.weighted_sum(grad, n, factors)
+                # a factored weight's sum is the weight-gradient matmul the graph did not do
+                t = self._tick("weight_grads" if isinstance(grad, dpsgd.Outer) else "clip", t)
             loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
             t = self._tick("clip", t)
         noisy = dpsgd.noisy_mean(sums, self.clip_norm, self.noise_multiplier, self.expected, rng)

@@ -39,14 +39,15 @@ from onnx import GraphProto
 from agents.onnx_runtime import runtime_limits
 from agents.onnx_tensors import ELEMENT_SIZES, check_tensors
 from agents.package import read_package
+from agents.task_schema import graph_io
 from vault.errors import ModelRefused
 
 MIB = 1024**2
-# Operators the four reference exports (agents/sdk/models.py) actually use.
+# Operators the four reference exports (agents/sdk/models.py) actually use, dense or factored.
 _USED_BY_EXPORTS = """
-    Abs Add ConstantOfShape Conv Div Exp Expand Gather GatherElements Greater GreaterOrEqual
-    LessOrEqual Log LogSoftmax MatMul Max Mul Neg Pow ReduceMean ReduceSum Relu Reshape
-    ScatterElements Sign Squeeze Sub Transpose Unsqueeze Where
+    Abs Add ConstantOfShape Conv Div Exp Expand Gather GatherElements Gemm Greater
+    GreaterOrEqual LessOrEqual Log LogSoftmax MatMul Max Mul Neg Pow ReduceMean ReduceSum Relu
+    Reshape ScatterElements Sign Squeeze Sub Transpose Unsqueeze Where
 """
 # Standard ops other torch layers and losses export to: deterministic elementwise maths,
 # reductions, shape and index ops. Their output sizes are bounded by the static-shape rule.
@@ -54,7 +55,7 @@ _USED_BY_EXPORTS = """
 # strings, sequences or optionals, and ops with training-mode state (BatchNormalization).
 _OTHER_SAFE = """
     And AveragePool Cast CastLike Ceil Clip Concat Constant ConvTranspose Cos Elu Equal Erf
-    Flatten Floor Gelu Gemm GlobalAveragePool HardSigmoid HardSwish Identity IsInf IsNaN
+    Flatten Floor Gelu GlobalAveragePool HardSigmoid HardSwish Identity IsInf IsNaN
     LeakyRelu Less MaxPool Mean Min Not OneHot Or Pad PRelu Range Reciprocal ReduceL2 ReduceMax
     ReduceMin ReduceSumSquare Selu Shape Sigmoid Sin Slice Softmax Softplus Softsign Split Sqrt
     Sum Tanh Tile
@@ -260,20 +261,7 @@ def _validate(model_bytes: bytes, limits: Limits) -> ModelReport:
 
 def expected_io(task: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The (inputs, outputs) a package's model must have, as the validator describes them."""
-    batch = task["batch_size"]
-    params = task["params"]
-    inputs = [{"name": p["name"], "shape": p["shape"], "dtype": "float32"} for p in params]
-    inputs += [
-        {"name": "features", "shape": [batch, *task["features"]["shape"]], "dtype": "float32"},
-        {"name": "labels", "shape": [batch], "dtype": task["label"]["dtype"]},
-        {"name": "mask", "shape": [batch], "dtype": "float32"},
-    ]
-    outputs = [{"name": "losses", "shape": [batch], "dtype": "float32"}]
-    outputs += [
-        {"name": f"grad.{p['name']}", "shape": [batch, *p["shape"]], "dtype": "float32"}
-        for p in params
-    ]
-    return inputs, outputs
+    return graph_io(task)
 
 
 def check_task_io(report: ModelReport, task: dict[str, Any]) -> None:

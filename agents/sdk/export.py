@@ -4,13 +4,21 @@ The path, as it works with torch 2.13:
 
 1. ``torch.func``: ``vmap(grad_and_value(per_example_loss))`` over ``functional_call`` gives
    per-example gradients for a fixed batch size B; padded rows are zeroed with ``where(mask)``.
+   When every parameter belongs to an ``nn.Linear`` called once per forward on [B, ..., in]
+   rows, the weights are exported factored instead (``grad: outer`` in task.json): forward
+   hooks capture each layer's input as ``act.<weight>`` and add a zero probe to its output;
+   ``grad`` of the masked loss *sum* with respect to the probes is, row by row, each example's
+   backprop signal ``sig.<weight>`` (examples are independent, so row i only holds example i).
+   A bias's per-example gradient is its layer's signal summed over positions. The vault forms
+   norms and clipped sums from the factors; the [B, out, in] gradients never exist.
 2. ``make_fx`` traces that to an aten-level FX graph. ``aten.convolution_backward`` (which the
    ONNX exporter cannot translate) is decomposed on the way into forward convolutions.
 3. ``torch.onnx.export(graph_module, ..., dynamo=True)`` translates the FX graph to ONNX
    (``torch.export`` non-strict, onnxscript's aten library, its optimizer).
 4. Parity: ONNX Runtime runs the graph on random batches (full, partly masked with NaN in the
    padded rows, and at perturbed parameters) and every tensor is compared with eager torch
-   autograd in float64, one example at a time, using torch's own loss functions.
+   autograd in float64, one example at a time, using torch's own loss functions. Factored
+   weights are compared as the per-example gradients their factors define.
    ``||onnx - torch|| / max(||torch||, 1e-12)`` must stay below 1e-4 for every tensor.
 5. The vault's validator (``agents/validator.py``) must accept the model, then the package is
    written by ``agents/package.py``.
@@ -38,7 +46,7 @@ import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from agents.package import write_package
@@ -173,8 +181,123 @@ def _train_step(
     return step
 
 
+@dataclass(frozen=True)
+class _Linear:
+    """One nn.Linear of a factored export: where it sits and what its inputs look like."""
+
+    path: str  # module path ("" for the root module)
+    layer: nn.Linear
+    positions: int  # T: rows per example it is applied to (1 for [B, in] inputs)
+    out_shape: tuple[int, ...]  # its output without the batch dim, e.g. (out,) or (T, out)
+
+    def param(self, kind: str) -> str:
+        """The parameter name of this layer's ``weight`` or ``bias``."""
+        return f"{self.path}.{kind}" if self.path else kind
+
+
+def _factorable_linears(
+    module: nn.Module, names: list[str], features_shape: list[int]
+) -> list[_Linear] | None:
+    """The model's linear layers if every parameter is one's weight or bias, each called once
+    per forward on inputs whose first dim is the batch; else None (export dense gradients)."""
+    layers = {path: m for path, m in module.named_modules() if isinstance(m, nn.Linear)}
+    owned = [
+        f"{path}.{kind}" if path else kind
+        for path, m in layers.items()
+        for kind in ("weight", "bias")
+        if kind == "weight" or m.bias is not None
+    ]
+    if not layers or sorted(owned) != sorted(names):
+        return None
+    seen: dict[str, list[tuple[torch.Size, torch.Size]]] = {path: [] for path in layers}
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, inputs, output, path=path: seen[path].append((inputs[0].shape, output.shape))
+        )
+        for path, m in layers.items()
+    ]
+    try:
+        with torch.no_grad():
+            module(torch.zeros((2, *features_shape)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = []
+    for path, calls in seen.items():
+        if len(calls) != 1 or calls[0][0][0] != 2 or calls[0][1][0] != 2:
+            return None  # shared, unused, or applied across examples: not per-example rows
+        in_shape, out_shape = calls[0]
+        positions = math.prod(in_shape[1:-1])
+        found.append(_Linear(path, layers[path], positions, tuple(out_shape[1:])))
+    return found
+
+
+def _factored_step(
+    module: nn.Module, names: list[str], linears: list[_Linear], loss: str, batch_size: int
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """(params..., features, labels, mask) -> (losses, then per parameter act + sig for a
+    weight or the per-example gradient for a bias), all per example; see the module notes."""
+    per_row_loss = vmap(_LOSSES[loss])
+    by_param = {lin.param(kind): (lin, kind) for lin in linears for kind in ("weight", "bias")}
+
+    def step(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        params = dict(zip(names, args[: len(names)], strict=True))
+        features, labels, mask = args[len(names) :]
+        keep = mask > 0
+        zero = features.new_zeros(())
+
+        def masked_total(probes: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+            acts: dict[str, torch.Tensor] = {}
+
+            def hook(path: str) -> Callable[..., torch.Tensor]:
+                def add_probe(_m: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+                    acts[path] = inputs[0]
+                    return output + probes[path]
+
+                return add_probe
+
+            handles = [lin.layer.register_forward_hook(hook(lin.path)) for lin in linears]
+            try:
+                out = functional_call(module, params, (features,))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            # where, not multiply: a NaN in a padded row must not survive as NaN * 0
+            losses = torch.where(keep, per_row_loss(out, labels), zero)
+            return losses.sum(), (losses, acts)
+
+        probes = {lin.path: features.new_zeros((batch_size, *lin.out_shape)) for lin in linears}
+        signals, (losses, acts) = grad(masked_total, has_aux=True)(probes)
+        out = [losses]
+        for name in names:
+            lin, kind = by_param[name]
+            width = lin.layer.out_features
+            sig = signals[lin.path].reshape(batch_size, lin.positions, width)
+            if kind == "bias":
+                per_example = [sig.sum(dim=1)]
+            else:
+                act = acts[lin.path].reshape(batch_size, lin.positions, lin.layer.in_features)
+                per_example = [act, sig] if lin.positions > 1 else [act[:, 0], sig[:, 0]]
+            for g in per_example:
+                row = keep.reshape((batch_size,) + (1,) * (g.dim() - 1))
+                out.append(torch.where(row, g, zero))
+        return tuple(out)
+
+    return step
+
+
+def _output_names(names: list[str], outer: dict[str, int]) -> list[str]:
+    out = ["losses"]
+    for name in names:
+        out += [f"act.{name}", f"sig.{name}"] if name in outer else [f"grad.{name}"]
+    return out
+
+
 def _to_onnx(
-    step: Callable[..., Any], example: tuple[torch.Tensor, ...], names: list[str]
+    step: Callable[..., Any],
+    example: tuple[torch.Tensor, ...],
+    names: list[str],
+    output_names: list[str],
 ) -> bytes:
     try:
         graph = make_fx(step, decomposition_table=_DECOMPOSITIONS)(*example)
@@ -196,7 +319,7 @@ def _to_onnx(
                 example,
                 dynamo=True,
                 input_names=[*names, "features", "labels", "mask"],
-                output_names=["losses", *(f"grad.{name}" for name in names)],
+                output_names=output_names,
                 external_data=False,
                 verbose=False,
             )
@@ -267,6 +390,17 @@ def _reference(
     return [losses, *grads]
 
 
+def _per_example_grad(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Parameter ``name``'s per-example gradients, rebuilt in float64 if exported factored."""
+    if f"grad.{name}" in outputs:
+        return outputs[f"grad.{name}"]
+    act = outputs[f"act.{name}"].astype(np.float64)
+    sig = outputs[f"sig.{name}"].astype(np.float64)
+    if act.ndim == 2:
+        return np.einsum("bp,bq->bpq", sig, act)
+    return np.einsum("btp,btq->bpq", sig, act)
+
+
 def check_parity(
     module: nn.Module,
     model_bytes: bytes,
@@ -285,16 +419,18 @@ def check_parity(
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     output_names = [o.name for o in session.get_outputs()]
     perturbed = {n: p + 0.1 * torch.randn(p.shape, generator=gen) for n, p in params.items()}
-    worst: dict[str, float] = dict.fromkeys(output_names, 0.0)
+    compared = ["losses", *(f"grad.{n}" for n in params)]
+    worst: dict[str, float] = dict.fromkeys(compared, 0.0)
     batches = _random_batches(gen, batch_size, features_shape, loss, classes)
     for k, batch in enumerate(batches):
         at = params if k < 2 else perturbed
         feeds = {n: p.detach().numpy().astype(np.float32) for n, p in at.items()}
         x, y, mask = batch
         feeds.update(features=x.numpy(), labels=y.numpy(), mask=mask.numpy())
-        got = session.run(output_names, feeds)
+        outputs = dict(zip(output_names, session.run(output_names, feeds), strict=True))
+        got = [outputs["losses"], *(_per_example_grad(outputs, n) for n in params)]
         want = _reference(module64, at, loss, batch)
-        for name, a, b in zip(output_names, got, want, strict=True):
+        for name, a, b in zip(compared, got, want, strict=True):
             diff = np.linalg.norm(a.astype(np.float64) - b)
             rel = float(diff / max(np.linalg.norm(b), 1e-12))
             worst[name] = max(worst[name], rel if math.isfinite(rel) else math.inf)
@@ -351,12 +487,20 @@ def build_task(
     module = copy.deepcopy(module).float().eval()  # no dropout in the graph; caller untouched
     params = {n: p.detach().clone() for n, p in module.named_parameters()}
     names = list(params)
+    _probe_output(module, features_shape, loss, classes)
+    linears = _factorable_linears(module, names, features_shape)
+    # weight name -> positions T, for the weights exported as factors
+    outer = {lin.param("weight"): lin.positions for lin in linears or []}
+    specs: list[dict[str, Any]] = []
+    for n, p in params.items():
+        spec: dict[str, Any] = {"name": n, "shape": list(p.shape), "dtype": "float32"}
+        if n in outer:
+            spec.update(grad="outer", positions=outer[n])
+        specs.append(spec)
     task: dict[str, Any] = {
         "format": "tessera-task/1",
         "name": name or type(module).__name__,
-        "params": [
-            {"name": n, "shape": list(p.shape), "dtype": "float32"} for n, p in params.items()
-        ],
+        "params": specs,
         "batch_size": int(batch_size),
         "features": {"recipe": recipe, "shape": features_shape, "dtype": "float32"},
         "label": {"field": label_field, "dtype": label_dtype, "classes": classes},
@@ -367,7 +511,6 @@ def build_task(
         "created_by": f"tessera-sdk {__version__}",
     }
     check_task(task)  # refuse a bad description before spending time on tracing
-    _probe_output(module, features_shape, loss, classes)
     label_type = torch.int64 if label_dtype == "int64" else torch.float32
     example = (
         *params.values(),
@@ -375,7 +518,11 @@ def build_task(
         torch.zeros(batch_size, dtype=label_type),
         torch.ones(batch_size),
     )
-    model_bytes = _to_onnx(_train_step(module, names, loss, batch_size), example, names)
+    if linears is None:
+        step = _train_step(module, names, loss, batch_size)
+    else:
+        step = _factored_step(module, names, linears, loss, batch_size)
+    model_bytes = _to_onnx(step, example, names, _output_names(names, outer))
     # the organization gets the vault's verdict now rather than a refusal later
     report = validate_model(model_bytes)
     task["opset"] = report.opset

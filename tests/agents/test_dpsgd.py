@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents import dpsgd
 
@@ -161,3 +163,97 @@ def test_returned_draws_are_never_reused_by_a_later_call():
     for a, b in ((first, second), (first, other), (second, other)):
         assert not np.shares_memory(a, b)
     assert not np.array_equal(first, second)
+
+
+# ------------------------------------------------------------- factored (ghost) clipping
+
+
+def _factored(n: int = 64, positions: int = 1, p: int = 12, q: int = 20, seed: int = 0):
+    """An Outer weight gradient plus a dense bias, per-example scales over 3 decades."""
+    rng = np.random.default_rng(seed)
+    steps = (positions,) if positions > 1 else ()
+    scale = np.exp(rng.uniform(np.log(0.01), np.log(10.0), n)).astype(np.float32)
+    sig = rng.standard_normal((n, *steps, p)).astype(np.float32)
+    sig *= scale.reshape((n,) + (1,) * (sig.ndim - 1))
+    act = rng.standard_normal((n, *steps, q)).astype(np.float32)
+    bias = (rng.standard_normal((n, p)) * scale[:, None]).astype(np.float32)
+    return [dpsgd.Outer(sig=sig, act=act), bias]
+
+
+def _materialized(grads: list) -> list[np.ndarray]:
+    return [g.materialize(len(g.sig)) if isinstance(g, dpsgd.Outer) else g for g in grads]
+
+
+@pytest.mark.parametrize("positions", [1, 3, 40])
+@pytest.mark.parametrize("clip", [0.05, 1.0, 4.0])
+def test_factored_clipped_norms_never_exceed_c(positions: int, clip: float):
+    for seed in range(3):
+        grads = _factored(positions=positions, seed=seed)
+        # reconstructed from the factors in float64, then clipped by the vault's factors
+        dense = [g.astype(np.float64) for g in _materialized(grads)]
+        factors = dpsgd.clip_factors(dpsgd.per_example_sq_norms(grads, 64), clip)
+        clipped = [g * factors.reshape((64,) + (1,) * (g.ndim - 1)) for g in dense]
+        assert _joint_norms(clipped).max() <= clip
+
+
+@pytest.mark.parametrize("positions", [1, 3, 40])
+def test_factored_norms_equal_the_materialized_norms(positions: int):
+    grads = _factored(positions=positions)
+
+    got = np.sqrt(dpsgd.per_example_sq_norms(grads, 64))
+
+    want = _joint_norms([g.astype(np.float64) for g in _materialized(grads)])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert np.all(got >= want * (1 - 1e-6))  # T > 1 adds a rounding bound: never under
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 16),
+    positions=st.integers(1, 4),
+    p=st.integers(1, 9),
+    q=st.integers(1, 9),
+    clip=st.floats(0.01, 10.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_factored_clipped_sum_equals_the_materialized_clip(n, positions, p, q, clip, seed):
+    grads = _factored(n=16, positions=positions, p=p, q=q, seed=seed)
+
+    sums, norms = dpsgd.clipped_sum(grads, n, clip)
+
+    dense = [g[:n] for g in _materialized(grads)]
+    want_sums, want_norms = dpsgd.clipped_sum(dense, n, clip)
+    for got, want in zip(sums, want_sums, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * clip)
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-5)
+
+
+@pytest.mark.parametrize("positions", [1, 3])
+def test_factored_padding_rows_are_never_read(positions: int):
+    grads = _factored(positions=positions)
+    n = 41
+    clean, _ = dpsgd.clipped_sum(grads, n, 1.0)
+    for g in grads:
+        for array in (g.sig, g.act) if isinstance(g, dpsgd.Outer) else (g,):
+            array[n:] = np.nan
+
+    dirty, _ = dpsgd.clipped_sum(grads, n, 1.0)
+
+    for a, b in zip(clean, dirty, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["sig", "act"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, 3e30])
+def test_non_finite_factors_raise(where: str, value: float):
+    grads = _factored(n=8)
+    getattr(grads[0], where)[5, 2] = value
+
+    with pytest.raises(dpsgd.NonFiniteGradient):
+        dpsgd.clipped_sum(grads, 8, 1.0)
+
+
+def test_factored_empty_sample_gives_zero_sums_in_the_weight_shape():
+    sums, norms = dpsgd.clipped_sum(_factored(n=4, p=3, q=5), 0, 1.0)
+    assert [s.shape for s in sums] == [(3, 5), (3,)] and norms.size == 0

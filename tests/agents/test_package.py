@@ -14,10 +14,12 @@ import pytest
 
 from agents import package as pkg
 from agents.package import package_address, read_package, write_package
+from agents.task_schema import check_task, graph_io
 from tests.fixtures import hostile_models as hm
 from vault.errors import ModelRefused
 
 PARAMS = {"w": np.array([0.5, -1.0, 2.0], dtype=np.float32)}
+OUTER = {"name": "w", "shape": [1, 3], "dtype": "float32", "grad": "outer", "positions": 1}
 
 
 @pytest.fixture
@@ -241,11 +243,49 @@ def test_big_endian_params_refused(good: bytes):
         ({"label": {"field": "y", "dtype": "int64", "classes": None}}, "float32 labels"),
         ({"features": {"recipe": "r", "shape": [], "dtype": "float32"}}, "at least one"),
         ({"files": {"model.onnx": "x"}}, "files keys wrong"),
+        ({"params": [{**OUTER, "shape": [3]}]}, "grad 'outer' but is not 2-D"),
+        ({"params": [{**OUTER, "shape": [1, 3, 1]}]}, "grad 'outer' but is not 2-D"),
+        ({"params": [{**OUTER, "grad": "sparse"}]}, r"params\[0\]\.grad must be one of"),
+        ({"params": [{**OUTER, "grad": ["outer"]}]}, "grad must be one of"),
+        ({"params": [{**OUTER, "positions": 0}]}, "needs positions >= 1"),
+        ({"params": [{**OUTER, "positions": True}]}, "needs positions >= 1"),
+        ({"params": [{**OUTER, "positions": 1.0}]}, "needs positions >= 1"),
+        ({"params": [{**OUTER, "positions": 2**30}]}, "factors of parameter 'w' are too large"),
+        ({"params": [{k: v for k, v in OUTER.items() if k != "positions"}]}, "missing"),
+        ({"params": [{**OUTER, "grad": "dense"}]}, r"unexpected \['positions'\]"),
+        (
+            {"params": [{"name": "w", "shape": [3], "dtype": "float32", "positions": 1}]},
+            "unexpected",
+        ),
     ],
 )
 def test_task_json_schema(good: bytes, changes: dict, reason: str):
     with pytest.raises(ModelRefused, match=reason):
         read_package(_with_task(good, **changes))
+
+
+def test_task_json_factored_params_and_their_graph_io():
+    task = {
+        **hm.linear_task(batch=4),
+        "params": [
+            {**OUTER, "shape": [2, 3]},
+            {"name": "b", "shape": [2], "dtype": "float32", "grad": "dense"},
+            {**OUTER, "name": "v", "shape": [5, 2], "positions": 7},
+        ],
+    }
+
+    check_task(task)
+    inputs, outputs = graph_io(task)
+
+    assert [i["name"] for i in inputs] == ["w", "b", "v", "features", "labels", "mask"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [
+        ("losses", [4]),
+        ("act.w", [4, 3]),
+        ("sig.w", [4, 2]),
+        ("grad.b", [4, 2]),
+        ("act.v", [4, 7, 2]),
+        ("sig.v", [4, 7, 5]),
+    ]
 
 
 def test_task_json_duplicate_keys_and_nan_refused(good: bytes):

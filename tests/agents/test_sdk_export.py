@@ -31,6 +31,25 @@ CASES = {
     ),
     "mlp_regressor": (lambda: models.mlp_regressor(5, (8,)), "mse", [5], "float32", None),
     "conv1d": (lambda: models.conv1d_classifier(3, 2, 4, 3), "cross_entropy", [12, 3], "int64", 2),
+    # a Linear applied at each of 6 time steps, then one over the flattened window: T = 6
+    "per_position": (
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(24, 2)
+        ),
+        "cross_entropy",
+        [6, 3],
+        "int64",
+        2,
+    ),
+}
+# which parameters each case exports as factors (grad: outer) and at how many positions
+FACTORED = {
+    "logistic": {"weight": 1},
+    "logistic_bce": {"weight": 1},
+    "mlp_classifier": {"0.weight": 1, "2.weight": 1, "4.weight": 1},
+    "mlp_regressor": {"0.weight": 1, "2.weight": 1},
+    "conv1d": {},
+    "per_position": {"0.weight": 6, "3.weight": 1},
 }
 
 
@@ -59,6 +78,22 @@ def test_parity_with_torch_autograd(exported, name: str):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_linear_weights_are_exported_as_factors(exported, name: str):
+    _, built, _ = exported[name]
+
+    outer = {p["name"]: p["positions"] for p in built.task["params"] if p.get("grad") == "outer"}
+    outputs = {o["name"]: o["shape"] for o in built.report.outputs}
+
+    assert outer == FACTORED[name]
+    for n, positions in outer.items():
+        rows, cols = next(p["shape"] for p in built.task["params"] if p["name"] == n)
+        steps = [positions] if positions > 1 else []
+        assert outputs[f"act.{n}"] == [BATCH, *steps, cols]
+        assert outputs[f"sig.{n}"] == [BATCH, *steps, rows]
+        assert f"grad.{n}" not in outputs
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_package_is_accepted_by_the_vault_validator(exported, name: str):
     module, built, path = exported[name]
 
@@ -83,9 +118,10 @@ def test_masked_rows_are_zero_even_with_nan_features(exported):
     mask[:3] = 1
     feeds.update(features=x, labels=np.zeros(BATCH, dtype=np.int64), mask=mask)
 
-    outputs = session.run(None, feeds)
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, feeds), strict=True))
 
-    for out in outputs:
+    for out in outputs.values():  # factors included: padded rows are zero, never NaN
         assert np.all(out[3:] == 0)
         assert np.all(np.isfinite(out[:3]))
     # the first row's gradient is the one torch computes for that example alone
@@ -93,16 +129,28 @@ def test_masked_rows_are_zero_even_with_nan_features(exported):
     logits = torch.func.functional_call(module, params, (torch.from_numpy(x[:1]),))
     loss = torch.nn.functional.cross_entropy(logits, torch.zeros(1, dtype=torch.int64))
     grads = torch.autograd.grad(loss, list(params.values()))
-    np.testing.assert_allclose(outputs[0][0], loss.item(), rtol=1e-5)
-    for got, want in zip(outputs[1:], grads, strict=True):
+    np.testing.assert_allclose(outputs["losses"][0], loss.item(), rtol=1e-5)
+    for n, want in zip(params, grads, strict=True):
+        got = export._per_example_grad(outputs, n)
         np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_flops_of_logistic_regression(exported):
     _, built, _ = exported["logistic"]
 
-    # forward x @ W.T plus the per-example weight gradient: 2 x 5 x 3 multiply-adds, 2 FLOPs each
-    assert built.task["flops_per_example"] == 2 * 2 * 5 * 3
+    # forward x @ W.T only: 5 x 3 multiply-adds, 2 FLOPs each. The weight is exported as
+    # factors, so the per-example outer product is not in the graph (the vault's one matmul
+    # per batch replaces it)
+    assert built.task["flops_per_example"] == 2 * 5 * 3
+
+
+def test_flops_of_conv1d_include_the_weight_gradients(exported):
+    _, built, _ = exported["conv1d"]
+
+    # dense export: per-example weight gradients are part of the graph's work
+    assert built.task["flops_per_example"] > 2 * sum(
+        int(np.prod(p["shape"])) for p in built.task["params"]
+    )
 
 
 def test_export_is_deterministic(tmp_path: Path):
@@ -125,6 +173,48 @@ def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
         )
 
     assert not out.exists()
+
+
+def test_factored_export_with_wrong_signals_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    real = export._factored_step
+
+    def skewed(*args):
+        step = real(*args)
+
+        def wrong(*inputs):
+            out = list(step(*inputs))  # losses, act.weight, sig.weight, grad.bias
+            out[2] = out[2] * 1.01
+            return tuple(out)
+
+        return wrong
+
+    monkeypatch.setattr(export, "_factored_step", skewed)
+    out = tmp_path / "bad.tpkg"
+
+    with pytest.raises(ModelRefused, match=r"parity check failed: grad\.weight differs"):
+        export_task(
+            models.logistic_regression(4, 2), "cross_entropy", "r", [4], "y", "int64", 2, 4, out
+        )
+
+    assert not out.exists()
+
+
+def test_a_shared_linear_layer_is_exported_dense():
+    class Shared(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = torch.nn.Linear(4, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.inner(torch.relu(self.inner(x)))))
+
+    built = build_task(Shared(), "cross_entropy", "r", [4], "y", "int64", 2, 4)
+
+    assert all("grad" not in p for p in built.task["params"])
+    assert max(built.parity.values()) < PARITY_RTOL
 
 
 @pytest.mark.parametrize(
