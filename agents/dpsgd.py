@@ -52,17 +52,18 @@ _NORM_MARGIN = 1.0 + 1e-4
 _COLUMNS = 4096
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2: BLAS dot per block, 2x einsum's speed
 _ZEROS = bytes(1 << 20)
-# normal()'s keystream and float32 temporaries: reused, because a fresh multi-MB buffer per
-# call cost more in page faults and zeroing than the AES itself. Never handed to a caller.
+# normal()'s keystream and float32 temporaries, and noisy_mean()'s noise: reused, because a
+# fresh multi-MB buffer per call cost more in page faults than the AES itself. Never handed
+# to a caller.
 _SCRATCH = threading.local()
 
 
-def _scratch(nbytes: int) -> np.ndarray:
+def _scratch(nbytes: int, slot: str = "work") -> np.ndarray:
     """A uint8 work buffer of at least ``nbytes`` for this thread (contents undefined)."""
-    buffer = getattr(_SCRATCH, "buffer", None)
+    buffer = getattr(_SCRATCH, slot, None)
     if buffer is None or buffer.size < nbytes:
         buffer = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
-        _SCRATCH.buffer = buffer
+        setattr(_SCRATCH, slot, buffer)
     return buffer
 
 
@@ -106,11 +107,15 @@ class SecureRandom:
         """``n`` independent booleans, each True with probability ``p``."""
         return self.uniform(n) < p
 
-    def normal(self, n: int, std: float = 1.0) -> np.ndarray:
-        """``n`` float32 draws from N(0, std^2) by Box-Muller (a fresh array)."""
+    def normal(self, n: int, std: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+        """``n`` float32 draws from N(0, std^2) by Box-Muller, in ``out`` or a fresh array."""
+        if out is None:
+            out = np.empty(n, dtype=np.float32)
+        elif out.shape != (n,) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 [{n}], got {out.dtype}{list(out.shape)}")
         pairs = (n + 1) // 2
         keystream = 12 * pairs + 16
-        scratch = _scratch(keystream + 4 * pairs)
+        scratch = _scratch(keystream + 8 * pairs)
         raw = scratch[:keystream]
         self._keystream_into(raw)
         bits = raw[: 8 * pairs].view("<u8")
@@ -119,8 +124,7 @@ class SecureRandom:
         u = bits.view(np.float64)  # [1, 2)
         np.subtract(2.0, u, out=u)  # (0, 1]: log never sees 0
         np.log(u, out=u)
-        out = np.empty(2 * pairs, dtype=np.float32)
-        radius = out[pairs:]  # the sine half holds the radius until the last multiply
+        radius = scratch[keystream + 4 * pairs : keystream + 8 * pairs].view(np.float32)
         np.multiply(u, -2.0, out=radius, casting="same_kind")
         np.sqrt(radius, out=radius)
         radius *= np.float32(std)
@@ -133,8 +137,8 @@ class SecureRandom:
         np.cos(theta, out=out[:pairs])
         out[:pairs] *= radius
         np.sin(theta, out=theta)
-        radius *= theta
-        return out[:n]
+        np.multiply(theta[: n - pairs], radius[: n - pairs], out=out[pairs:])
+        return out
 
 
 @dataclass(frozen=True)
@@ -232,19 +236,27 @@ def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:
     return factors.astype(np.float32)
 
 
-def weighted_sum(grad: PerExample, n: int, factors: np.ndarray) -> np.ndarray:
-    """sum_i factors[i] * gradient_i over the first ``n`` examples, in the parameter's shape."""
+def weighted_sum(
+    grad: PerExample, n: int, factors: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """sum_i factors[i] * gradient_i over the first ``n`` examples, in the parameter's shape
+    (written to ``out``, C-contiguous float32, when given)."""
+    shape = _param_shape(grad)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {list(shape)}")
     if isinstance(grad, Outer):
         sig, act, positions = grad.rows(n)
         # one matmul (c * S)^T A: the per-example [P, Q] gradients are never formed
         scale = np.repeat(factors, positions) if positions > 1 else factors
-        return np.matmul((sig * scale[:, None]).T, act)
+        return np.matmul((sig * scale[:, None]).T, act, out=out)
     # f @ G: the weighted sum, without ever making a clipped per-example copy
     rows = _flat_rows(grad, n)
-    out = np.empty(rows.shape[1], dtype=np.float32)
+    flat = out.reshape(-1)  # a view: out is contiguous
     for start in range(0, rows.shape[1], _COLUMNS):
-        np.matmul(factors, rows[:, start : start + _COLUMNS], out=out[start : start + _COLUMNS])
-    return out.reshape(grad.shape[1:])
+        np.matmul(factors, rows[:, start : start + _COLUMNS], out=flat[start : start + _COLUMNS])
+    return out
 
 
 def _param_shape(grad: PerExample) -> tuple[int, ...]:
@@ -283,16 +295,24 @@ def noisy_mean(
     expected_batch_size: float,
     rng: SecureRandom,
 ) -> list[np.ndarray]:
-    """(sum + N(0, (sigma*C)^2)) / expected batch size, per parameter, float32."""
+    """(sum + N(0, (sigma*C)^2)) / expected batch size, per parameter, float32.
+
+    Works in place: each C-contiguous writable float32 array of ``sums`` is overwritten and
+    returned (anything else is copied first). The noise itself never leaves this function.
+    """
     sizes = [s.size for s in sums]
-    noise = rng.normal(sum(sizes), noise_multiplier * clip_norm)
+    total = sum(sizes)
+    noise = _scratch(4 * total, "noise")[: 4 * total].view(np.float32)
+    rng.normal(total, noise_multiplier * clip_norm, out=noise)
     out = []
     offset = 0
     for s, size in zip(sums, sizes, strict=True):
-        g = s.astype(np.float32, copy=True).reshape(-1)
-        g += noise[offset : offset + size]
-        g /= np.float32(expected_batch_size)
-        out.append(g.reshape(s.shape))
+        ours = s.dtype == np.float32 and s.flags.c_contiguous and s.flags.writeable
+        g = s if ours else np.array(s, dtype=np.float32)
+        flat = g.reshape(-1)  # a view: g is contiguous
+        flat += noise[offset : offset + size]
+        flat /= np.float32(expected_batch_size)
+        out.append(g)
         offset += size
     return out
 

@@ -59,6 +59,8 @@ class DPStep:
         self.expected = expected_batch_size
         self.rows_hash = rows_hash
         self.timings: dict[str, float] | None = None  # section -> seconds, when measuring
+        # the step's clipped sums, then noisy means: reused, no fresh pages every step
+        self._sums = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
 
     def _tick(self, section: str, since: float) -> float:
         now = time.perf_counter()
@@ -125,7 +127,8 @@ class DPStep:
         arrays = self.graph.arrays
         for name, value in zip(self.names, params, strict=True):
             np.copyto(arrays[name], value)
-        sums = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
+        sums = self._sums
+        fresh = True  # sums hold nothing of this step yet
         loss_total = 0.0
         t = self._tick("inputs", t)
         for call, first in enumerate(range(0, max(len(chosen), 1), self.batch)):
@@ -156,11 +159,18 @@ class DPStep:
             factors = dpsgd.clip_factors(sq_norms, self.clip_norm)
             t = self._tick("clip", t)
             for total, grad in zip(sums, grads, strict=True):
-                total += dpsgd.weighted_sum(grad, n, factors)
+                if fresh:
+                    dpsgd.weighted_sum(grad, n, factors, out=total)
+                else:
+                    total += dpsgd.weighted_sum(grad, n, factors)
                 # a factored weight's sum is the weight-gradient matmul the graph did not do
                 t = self._tick("weight_grads" if isinstance(grad, dpsgd.Outer) else "clip", t)
+            fresh = False
             loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
             t = self._tick("clip", t)
+        if fresh:  # an empty Poisson sample: the step is pure noise
+            for total in sums:
+                total.fill(0.0)
         noisy = dpsgd.noisy_mean(sums, self.clip_norm, self.noise_multiplier, self.expected, rng)
         t = self._tick("noise", t)
         optimizer.step(params, noisy)

@@ -257,3 +257,30 @@ def test_non_finite_factors_raise(where: str, value: float):
 def test_factored_empty_sample_gives_zero_sums_in_the_weight_shape():
     sums, norms = dpsgd.clipped_sum(_factored(n=4, p=3, q=5), 0, 1.0)
     assert [s.shape for s in sums] == [(3, 5), (3,)] and norms.size == 0
+
+
+def test_normal_into_a_callers_buffer():
+    buffer = np.full(10_001, np.nan, dtype=np.float32)
+
+    got = dpsgd.SecureRandom().normal(10_001, 2.0, out=buffer)
+
+    assert got is buffer and np.all(np.isfinite(buffer)) and 1.8 < buffer.std() < 2.2
+    with pytest.raises(ValueError, match="float32"):
+        dpsgd.SecureRandom().normal(3, out=np.zeros(4, np.float32))
+    assert dpsgd.SecureRandom().normal(0).shape == (0,)
+    assert dpsgd.SecureRandom().normal(1).shape == (1,)
+
+
+def test_noisy_mean_works_in_place_and_keeps_no_link_to_the_noise():
+    sums = [np.zeros((30, 20), np.float32), np.zeros(7, np.float32)]
+    readonly = np.zeros(5, np.float32)
+    readonly.flags.writeable = False
+
+    out = dpsgd.noisy_mean([*sums, readonly], 1.0, 1.0, 1.0, dpsgd.SecureRandom())
+    kept = [o.copy() for o in out]
+    dpsgd.noisy_mean([np.zeros(607, np.float32)], 1.0, 1.0, 1.0, dpsgd.SecureRandom())
+
+    assert out[0] is sums[0] and out[1] is sums[1] and out[2] is not readonly
+    assert not readonly.any()
+    for a, b in zip(out, kept, strict=True):
+        np.testing.assert_array_equal(a, b)
