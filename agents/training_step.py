@@ -103,11 +103,21 @@ class DPStep:
                     "changed; per-example gradients must depend on their own example only"
                 )
 
-    def per_example(self) -> list[dpsgd.PerExample]:
-        """The graph's per-example gradients (or their factors), in parameter order."""
+    def per_example(self, n: int | None = None) -> list[dpsgd.PerExample]:
+        """The graph's per-example gradients (or their factors), in parameter order.
+
+        With ``n``, the factors are private copies of their first ``n`` rows: norms and sums
+        then read the same numbers even if the child (compromised through a runtime bug)
+        rewrote the shared memory in between. Dense gradients (69 MB for the reference MLP)
+        are read in place, so that gap stays open for them.
+        """
         arrays = self.graph.arrays
+
+        def rows(name: str) -> np.ndarray:
+            return arrays[name] if n is None else arrays[name][:n].copy()
+
         return [
-            dpsgd.Outer(sig=arrays[f"sig.{name}"], act=arrays[f"act.{name}"])
+            dpsgd.Outer(sig=rows(f"sig.{name}"), act=rows(f"act.{name}"))
             if name in self.outer
             else arrays[f"grad.{name}"]
             for name in self.names
@@ -151,7 +161,7 @@ class DPStep:
             else:
                 self.graph.run()
             t = self._tick("onnx", t)
-            grads = self.per_example()
+            grads = self.per_example(n)
             try:
                 sq_norms = dpsgd.per_example_sq_norms(grads, n)
             except dpsgd.NonFiniteGradient as exc:
