@@ -517,6 +517,7 @@ def main() -> None:
         sdk = bench_sdk(args.threads, args.seconds)
         # torch was timed earlier in this run: same process, same threads, not interleaved
         sdk["speedup_vs_torch"] = round(sdk["steps_per_s"] / mlp["torch"]["steps_per_s"], 2)
+        sdk["gflops"] = round(mlp["flops_per_step"] * sdk["steps_per_s"] / 1e9, 2)
         mlp["ours_sdk_graph"] = sdk
     report["load_average_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(json.dumps(report, indent=2))

@@ -5,12 +5,8 @@ The path, as it works with torch 2.13:
 1. ``torch.func``: ``vmap(grad_and_value(per_example_loss))`` over ``functional_call`` gives
    per-example gradients for a fixed batch size B; padded rows are zeroed with ``where(mask)``.
    When every parameter belongs to an ``nn.Linear`` called once per forward on [B, ..., in]
-   rows, the weights are exported factored instead (``grad: outer`` in task.json): forward
-   hooks capture each layer's input as ``act.<weight>`` and add a zero probe to its output;
-   ``grad`` of the masked loss *sum* with respect to the probes is, row by row, each example's
-   backprop signal ``sig.<weight>`` (examples are independent, so row i only holds example i).
-   A bias's per-example gradient is its layer's signal summed over positions. The vault forms
-   norms and clipped sums from the factors; the [B, out, in] gradients never exist.
+   rows, the weights are exported factored instead (``grad: outer`` in task.json; see
+   ``agents/sdk/factored.py``): ``act.<weight>`` and ``sig.<weight>`` rather than gradients.
 2. ``make_fx`` traces that to an aten-level FX graph. ``aten.convolution_backward`` (which the
    ONNX exporter cannot translate) is decomposed on the way into forward convolutions.
 3. ``torch.onnx.export(graph_module, ..., dynamo=True)`` translates the FX graph to ONNX
@@ -46,10 +42,11 @@ import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import functional_call, grad_and_value, vmap
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from agents.package import write_package
+from agents.sdk import factored
 from agents.task_schema import LOSSES, check_task
 from agents.validator import ModelReport, check_task_io, validate_model
 from vault import __version__
@@ -176,111 +173,6 @@ def _train_step(
             g = grads[name]
             row = keep.reshape((batch_size,) + (1,) * (g.dim() - 1))
             out.append(torch.where(row, g, zero))
-        return tuple(out)
-
-    return step
-
-
-@dataclass(frozen=True)
-class _Linear:
-    """One nn.Linear of a factored export: where it sits and what its inputs look like."""
-
-    path: str  # module path ("" for the root module)
-    layer: nn.Linear
-    positions: int  # T: rows per example it is applied to (1 for [B, in] inputs)
-    out_shape: tuple[int, ...]  # its output without the batch dim, e.g. (out,) or (T, out)
-
-    def param(self, kind: str) -> str:
-        """The parameter name of this layer's ``weight`` or ``bias``."""
-        return f"{self.path}.{kind}" if self.path else kind
-
-
-def _factorable_linears(
-    module: nn.Module, names: list[str], features_shape: list[int]
-) -> list[_Linear] | None:
-    """The model's linear layers if every parameter is one's weight or bias, each called once
-    per forward on inputs whose first dim is the batch; else None (export dense gradients)."""
-    layers = {path: m for path, m in module.named_modules() if isinstance(m, nn.Linear)}
-    owned = [
-        f"{path}.{kind}" if path else kind
-        for path, m in layers.items()
-        for kind in ("weight", "bias")
-        if kind == "weight" or m.bias is not None
-    ]
-    if not layers or sorted(owned) != sorted(names):
-        return None
-    seen: dict[str, list[tuple[torch.Size, torch.Size]]] = {path: [] for path in layers}
-    hooks = [
-        m.register_forward_hook(
-            lambda _m, inputs, output, path=path: seen[path].append((inputs[0].shape, output.shape))
-        )
-        for path, m in layers.items()
-    ]
-    try:
-        with torch.no_grad():
-            module(torch.zeros((2, *features_shape)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    found = []
-    for path, calls in seen.items():
-        if len(calls) != 1 or calls[0][0][0] != 2 or calls[0][1][0] != 2:
-            return None  # shared, unused, or applied across examples: not per-example rows
-        in_shape, out_shape = calls[0]
-        positions = math.prod(in_shape[1:-1])
-        found.append(_Linear(path, layers[path], positions, tuple(out_shape[1:])))
-    return found
-
-
-def _factored_step(
-    module: nn.Module, names: list[str], linears: list[_Linear], loss: str, batch_size: int
-) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """(params..., features, labels, mask) -> (losses, then per parameter act + sig for a
-    weight or the per-example gradient for a bias), all per example; see the module notes."""
-    per_row_loss = vmap(_LOSSES[loss])
-    by_param = {lin.param(kind): (lin, kind) for lin in linears for kind in ("weight", "bias")}
-
-    def step(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        params = dict(zip(names, args[: len(names)], strict=True))
-        features, labels, mask = args[len(names) :]
-        keep = mask > 0
-        zero = features.new_zeros(())
-
-        def masked_total(probes: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-            acts: dict[str, torch.Tensor] = {}
-
-            def hook(path: str) -> Callable[..., torch.Tensor]:
-                def add_probe(_m: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-                    acts[path] = inputs[0]
-                    return output + probes[path]
-
-                return add_probe
-
-            handles = [lin.layer.register_forward_hook(hook(lin.path)) for lin in linears]
-            try:
-                out = functional_call(module, params, (features,))
-            finally:
-                for handle in handles:
-                    handle.remove()
-            # where, not multiply: a NaN in a padded row must not survive as NaN * 0
-            losses = torch.where(keep, per_row_loss(out, labels), zero)
-            return losses.sum(), (losses, acts)
-
-        probes = {lin.path: features.new_zeros((batch_size, *lin.out_shape)) for lin in linears}
-        signals, (losses, acts) = grad(masked_total, has_aux=True)(probes)
-        out = [losses]
-        for name in names:
-            lin, kind = by_param[name]
-            width = lin.layer.out_features
-            sig = signals[lin.path].reshape(batch_size, lin.positions, width)
-            if kind == "bias":
-                per_example = [sig.sum(dim=1)]
-            else:
-                act = acts[lin.path].reshape(batch_size, lin.positions, lin.layer.in_features)
-                per_example = [act, sig] if lin.positions > 1 else [act[:, 0], sig[:, 0]]
-            for g in per_example:
-                row = keep.reshape((batch_size,) + (1,) * (g.dim() - 1))
-                out.append(torch.where(row, g, zero))
         return tuple(out)
 
     return step
@@ -488,7 +380,7 @@ def build_task(
     params = {n: p.detach().clone() for n, p in module.named_parameters()}
     names = list(params)
     _probe_output(module, features_shape, loss, classes)
-    linears = _factorable_linears(module, names, features_shape)
+    linears = factored.factorable_linears(module, names, features_shape)
     # weight name -> positions T, for the weights exported as factors
     outer = {lin.param("weight"): lin.positions for lin in linears or []}
     specs: list[dict[str, Any]] = []
@@ -521,7 +413,7 @@ def build_task(
     if linears is None:
         step = _train_step(module, names, loss, batch_size)
     else:
-        step = _factored_step(module, names, linears, loss, batch_size)
+        step = factored.factored_step(module, names, linears, _LOSSES[loss], batch_size)
     model_bytes = _to_onnx(step, example, names, _output_names(names, outer))
     # the organization gets the vault's verdict now rather than a refusal later
     report = validate_model(model_bytes)

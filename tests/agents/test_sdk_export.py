@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from agents.package import read_package, write_package  # noqa: E402
-from agents.sdk import export, models  # noqa: E402
+from agents.sdk import export, factored, models  # noqa: E402
 from agents.sdk.export import PARITY_RTOL, build_task, export_task  # noqa: E402
 from agents.validator import validate_package  # noqa: E402
 from vault.errors import ModelRefused  # noqa: E402
@@ -178,7 +178,7 @@ def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_factored_export_with_wrong_signals_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    real = export._factored_step
+    real = factored.factored_step
 
     def skewed(*args):
         step = real(*args)
@@ -190,7 +190,7 @@ def test_factored_export_with_wrong_signals_writes_nothing(
 
         return wrong
 
-    monkeypatch.setattr(export, "_factored_step", skewed)
+    monkeypatch.setattr(factored, "factored_step", skewed)
     out = tmp_path / "bad.tpkg"
 
     with pytest.raises(ModelRefused, match=r"parity check failed: grad\.weight differs"):
@@ -295,3 +295,35 @@ def test_cli_export_task_errors(tmp_path: Path, tessera, spec, extra, code, mess
     assert result.code == code
     assert message in result.err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name", ["mlp_classifier", "per_position"])
+def test_factored_export_trains_like_the_dense_export(
+    exported, monkeypatch: pytest.MonkeyPatch, name: str
+):
+    from agents import dpsgd
+    from agents.runner import task_io
+    from agents.sandbox_worker import LocalGraph
+    from agents.training_step import DPStep
+
+    module, split, _ = exported[name]
+    _, loss, shape, label_dtype, classes = CASES[name]
+    monkeypatch.setattr(factored, "factorable_linears", lambda *args: None)
+    dense = build_task(module, loss, "test.recipe", shape, "y", label_dtype, classes, BATCH)
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((50, *shape)).astype(np.float32)
+    labels = rng.integers(0, classes, 50).astype(np.int64)
+
+    updated = []
+    for built in (dense, split):
+        inputs, outputs = task_io(built.task)
+        graph = LocalGraph(built.model_bytes, inputs, outputs)
+        stepper = DPStep(graph, built.task, features, labels, 0.5, 1e-9, 20.0)
+        params = [p.copy() for p in built.params.values()]
+        chosen = np.arange(1, 21)  # 20 rows: three calls of 8, the last one padded
+        stepper.step(params, dpsgd.SGD(1.0), chosen, dpsgd.SecureRandom(), probe=True)
+        updated.append(params)
+
+    assert all("grad" not in p for p in dense.task["params"])
+    for a, b in zip(*updated, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
