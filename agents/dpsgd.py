@@ -50,6 +50,9 @@ _NORM_MARGIN = 1.0 + 1e-4
 # under OpenBLAS' threading threshold: its threaded gemv over a whole [64, 200k] gradient took
 # 2-15x longer (median) than these single-threaded calls whenever other processes were busy.
 _COLUMNS = 4096
+# With T > 1 positions, factored norms run in float64 over examples in chunks of about this
+# many temporary values (64 MB).
+_FLOAT64_VALUES = 1 << 23
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2: BLAS dot per block, 2x einsum's speed
 _ZEROS = bytes(1 << 20)
 # normal()'s keystream and float32 temporaries, and noisy_mean()'s noise: reused, because a
@@ -212,19 +215,27 @@ def _outer_sq_norms(grad: Outer, n: int) -> np.ndarray:
     if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly
         return _row_sq_norms(sig) * _row_sq_norms(act)
     p, q = sig.shape[1], act.shape[1]
-    s = sig.reshape(n, positions, p).astype(np.float64)
-    a = act.reshape(n, positions, q).astype(np.float64)
-    if positions * (p + q) <= p * q:  # <A A^T, S S^T>: T x T Gram matrices, no [P, Q]
-        sq = np.einsum("bts,bts->b", a @ a.transpose(0, 2, 1), s @ s.transpose(0, 2, 1))
-    else:
-        sq = np.empty(n)
-        step = max(1, (1 << 23) // (p * q))  # <= 64 MB of float64 gradients at a time
-        for first in range(0, n, step):
-            g = s[first : first + step].transpose(0, 2, 1) @ a[first : first + step]
-            sq[first : first + step] = np.einsum("bpq,bpq->b", g, g)
-    # float64 rounding of these sums is at most (terms) * 2**-53 * sum |term|, and
-    # sum |term| <= |A|^2 |S|^2 (Cauchy-Schwarz): add that bound, so the norm is never under
-    bound = np.einsum("btq,btq->b", a, a) * np.einsum("btp,btp->b", s, s)
+    sig = sig.reshape(n, positions, p)
+    act = act.reshape(n, positions, q)
+    gram = positions * (p + q) <= p * q  # <A A^T, S S^T> costs less than forming S^T A
+    per_example = positions * (p + q) + (positions * positions if gram else p * q)
+    step = max(1, _FLOAT64_VALUES // per_example)
+    sq = np.empty(n)
+    bound = np.empty(n)
+    for first in range(0, n, step):
+        s = sig[first : first + step].astype(np.float64)
+        a = act[first : first + step].astype(np.float64)
+        if gram:
+            part = np.einsum("bts,bts->b", a @ a.transpose(0, 2, 1), s @ s.transpose(0, 2, 1))
+        else:
+            g = s.transpose(0, 2, 1) @ a
+            part = np.einsum("bpq,bpq->b", g, g)
+        sq[first : first + step] = part
+        bound[first : first + step] = np.einsum("btq,btq->b", a, a) * np.einsum("btp,btp->b", s, s)
+    # Cancellation: the float64 error of either form is at most about (T^2 + P + Q) * 2**-53
+    # times |A|^2 |S|^2 (each Gram entry or G entry errs by its length * 2**-53 times a product
+    # of norms; Cauchy-Schwarz bounds their sum). Adding 8x that keeps the norm from coming out
+    # low even when |G|^2 is far below |A|^2 |S|^2; the rest is relative and inside the margin.
     return np.maximum(sq, 0.0) + (positions * positions + p + q) * 2.0**-50 * bound
 
 

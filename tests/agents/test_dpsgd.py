@@ -284,3 +284,12 @@ def test_noisy_mean_works_in_place_and_keeps_no_link_to_the_noise():
     assert not readonly.any()
     for a, b in zip(out, kept, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("positions", [3, 40])
+def test_factored_norms_in_small_chunks_are_the_same(positions: int, monkeypatch):
+    grads = _factored(positions=positions)
+    whole = dpsgd.per_example_sq_norms(grads, 64)
+    monkeypatch.setattr(dpsgd, "_FLOAT64_VALUES", 1)  # one example per chunk
+
+    np.testing.assert_array_equal(dpsgd.per_example_sq_norms(grads, 64), whole)
