@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-deps
 # Qt's offscreen/xcb platform libraries, a real Secret Service (gnome-keyring + D-Bus) for the
 # keyring tests, a PostgreSQL server for the exchange's PostgreSQL tests, and Xvfb for the
-# bundle's smoke test on a real X11 display.
+# bundle's smoke test on a real X11 display; ICU's tools and binutils slim the bundle's ICU data.
 APT_PACKAGES := gnome-keyring dbus dbus-user-session postgresql libegl1 libgl1 libxkbcommon0 \
 	libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0 libxcb-icccm4 \
 	libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-image0 \
-	libxcb-render-util0 libglib2.0-0 xvfb
+	libxcb-render-util0 libglib2.0-0 xvfb icu-devtools binutils
 
 .PHONY: install run test bench lint format installer demo clean
 

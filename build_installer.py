@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -79,6 +80,12 @@ EXCLUDES = [
     "dp_accounting.mechanism_calibration",
     "scipy.special.cython_special",
     "readline",
+    # packaging tools and rich's syntax highlighter (Tessera prints no highlighted code)
+    "setuptools",
+    "pkg_resources",
+    "distutils",
+    "_distutils_hack",
+    "pygments",
 ]
 PACKAGES = ["app", "vault", "agents", "identity"]  # commands load lazily: collect them all
 
@@ -101,6 +108,19 @@ def executable() -> Path:
     if sys.platform == "darwin":
         return DIST / f"{NAME}.app" / "Contents" / "MacOS" / "tessera"
     return BUNDLE / ("tessera.exe" if sys.platform == "win32" else "tessera")
+
+
+def _own_modules(excludes: list[str]) -> list[str]:
+    """Every module of PACKAGES (the CLI loads its commands lazily) but the excluded ones."""
+    import pkgutil
+
+    modules = []
+    for package in PACKAGES:
+        modules.append(package)
+        for info in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}."):
+            if not any(info.name == x or info.name.startswith(f"{x}.") for x in excludes):
+                modules.append(info.name)
+    return modules
 
 
 def _scipy_unused() -> list[str]:
@@ -165,9 +185,10 @@ def build() -> None:
         "--hidden-import",
         "keyring.backends.Windows",
     ]
-    for package in PACKAGES:
-        args += ["--collect-submodules", package]
-    for module in EXCLUDES + _scipy_unused():
+    excludes = EXCLUDES + _scipy_unused()
+    for module in _own_modules(excludes):
+        args += ["--hidden-import", module]
+    for module in excludes:
         args += ["--exclude-module", module]
     if icon.exists():
         args += ["--icon", str(icon)]
@@ -209,13 +230,19 @@ UNUSED = [
         for name in ("gif", "icns", "tga", "tiff", "wbmp", "webp")
     ),
 ]
+# ICU data items Qt never asks for. Qt calls ICU only for case mapping, collation, time-zone
+# names and legacy text codecs (`nm -D --undefined-only` of its libraries: u_strTo*, ucol_*,
+# ucal_*, ucnv_*); Qt 6 on Unix treats the locale's 8-bit encoding as UTF-8 itself, and
+# Tessera decodes files in Python, so the legacy codecs (*.cnv) go as well.
+ICU_UNUSED = ("brkitr/*", "unit/*", "curr/*", "lang/*", "translit/*", "rbnf/*", "*.cnv",
+              "unames.icu", "confusables.cfu", "*.spp", "uts46.nrm")  # fmt: skip
 # Loaded with dlopen, not through DT_NEEDED: never pruned as unlinked.
 DLOPENED = ("libpython",)
 # Libraries that ship with debug symbols: pyenv-style Python builds and some wheels (about
 # 45 MB). Not PyInstaller's --strip: it strips auditwheel-patched libraries too (numpy's
 # OpenBLAS) and breaks them.
-UNSTRIPPED = ("sqlcipher3/**/*.so", "didkit/**/*.so", "cryptography/**/*.so",
-              "libpython3*.so*", "python3*/lib-dynload/*.so")  # fmt: skip
+UNSTRIPPED = ("sqlcipher3/**/*.so", "didkit/**/*.so", "cryptography/**/*.so", "libpython3*.so*",
+              "python3*/lib-dynload/*.so", "PySide6/Qt/lib/libicu*.so.*")  # fmt: skip
 
 
 def _slim_linux() -> None:
@@ -224,12 +251,74 @@ def _slim_linux() -> None:
         for path in lib.glob(pattern):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     _prune_unlinked_libraries(lib)
+    for library in (lib / "PySide6" / "Qt" / "lib").glob("libicudata.so.*"):
+        _slim_icu_data(library)
+    _link_duplicates(lib)
     strip = shutil.which("strip")
     if strip is not None:
         for pattern in UNSTRIPPED:
             for library in lib.glob(pattern):
                 if library.is_file() and not library.is_symlink():
                     subprocess.run([strip, "--strip-unneeded", str(library)], check=True)
+
+
+def _slim_icu_data(library: Path) -> None:
+    """Rebuild ICU's data library without ICU_UNUSED (32 -> 12 MB): icupkg, genccode, cc.
+
+    Skipped, with a note, where ICU's tools (Debian: icu-devtools) or a C compiler are missing.
+    """
+    tools = {name: shutil.which(name) for name in ("icupkg", "genccode", "cc", "objcopy", "nm")}
+    if not all(tools.values()):
+        missing = ", ".join(name for name, path in tools.items() if not path)
+        print(f"note: ICU data left whole ({missing} not found)", file=sys.stderr)
+        return
+    symbols = subprocess.run(
+        [tools["nm"], "--dynamic", "--defined-only", str(library)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    entry = next(name for name in symbols if name.startswith("icudt") and name.endswith("_dat"))
+    package = entry.removesuffix("_dat") + "l"  # icudt73l: the item prefix ICU looks up
+    with tempfile.TemporaryDirectory(prefix="tessera-icu-") as tmp:
+        work = Path(tmp)
+        whole, slim = work / f"{package}.dat", work / "slim" / f"{package}.dat"
+        slim.parent.mkdir()
+        # the library holds nothing but the data blob, as its whole .rodata section
+        subprocess.run(
+            [tools["objcopy"], "-O", "binary", "--only-section=.rodata", str(library), str(whole)],
+            check=True,
+        )
+        listed = subprocess.run(
+            [tools["icupkg"], "-l", str(whole)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        unused = [item for item in listed if any(fnmatch.fnmatch(item, p) for p in ICU_UNUSED)]
+        (work / "unused.txt").write_text("\n".join(unused) + "\n", encoding="utf-8")
+        # the output file's name is the package name recorded in it: it must stay icudtNNl
+        subprocess.run([tools["icupkg"], "-r", str(work / "unused.txt"), str(whole), str(slim)],
+                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run([tools["genccode"], "-a", "gcc", "-e", entry.removesuffix("_dat"),
+                        "-d", str(work), "-f", "icudata", str(slim)],
+                       check=True, capture_output=True)  # fmt: skip
+        built = work / library.name
+        subprocess.run(
+            [tools["cc"], "-shared", "-nostdlib", f"-Wl,-soname,{library.name}",
+             "-Wl,-z,noexecstack", "-o", str(built), str(work / "icudata.S")],
+            check=True,
+        )  # fmt: skip
+        shutil.copyfile(built, library)
+
+
+def _link_duplicates(lib: Path) -> None:
+    """Make byte-identical copies (wheels vendoring the same libgfortran) relative symlinks."""
+    first: dict[tuple[int, str], Path] = {}
+    for path in sorted(lib.rglob("*")):
+        if not path.is_file() or path.is_symlink() or path.stat().st_size < 1 << 16:
+            continue
+        key = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+        if key in first:
+            path.unlink()
+            path.symlink_to(os.path.relpath(first[key], path.parent))
+        else:
+            first[key] = path
 
 
 def _needed(path: Path) -> list[str]:
