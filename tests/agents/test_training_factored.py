@@ -148,3 +148,26 @@ def test_factor_outputs_are_checked_by_the_validator():
     task["params"][0] = {"name": "w", "shape": [1, D], "dtype": "float32"}
     with pytest.raises(ModelRefused, match="expected .*'grad.w'.* but the model has .*'act.w'"):
         check_task_io(validate_model(factored_logistic_model()), task)
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_clipping_reads_private_copies_not_the_childs_memory(factored: bool):
+    # a child taken over through a runtime bug could rewrite the shared outputs between the
+    # norm pass and the sum pass and slip an unclipped gradient in: both passes must read
+    # copies the child cannot reach
+    task = _factored_task() if factored else _task()
+    model = factored_logistic_model() if factored else logistic_model()
+    features, labels = _data()
+    inputs, outputs = task_io(task)
+    graph = LocalGraph(model, inputs, outputs)
+    stepper = DPStep(graph, task, features, labels, 1.0, 1.0, 16.0)
+    stepper._fill(np.arange(10))
+    graph.run()
+    copies = [
+        part
+        for grad in stepper.per_example(10)
+        for part in ((grad.sig, grad.act) if isinstance(grad, dpsgd.Outer) else (grad,))
+    ]
+    assert len(copies) == (3 if factored else 2)
+    for part in copies:
+        assert not any(np.shares_memory(part, shared) for shared in graph.arrays.values())
