@@ -18,6 +18,8 @@ from app.gui.session import Session
 from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn
 
+MIN_CHART_SPAN_S = 3600.0
+
 
 def totals_text(by_organization: list[dict]) -> str:
     """'3 credits, 1.5 EUR' — totals per unit over every organization."""
@@ -132,12 +134,20 @@ class RewardsScreen(LazyRefresh, QWidget):
             self._plot.setAccessibleName("Rewards over time")
             self.chart_box.layout().addWidget(self._plot)
         self._plot.clear()
+        moments: list[float] = []
         for unit, (times, totals) in cumulative(receipts).items():
             # A running total only moves when a receipt arrives: draw it as steps.
             self._plot.plot(times, totals, pen=pg.mkPen(ACCENT, width=2), stepMode="right",
                             symbol="o", symbolSize=6, symbolBrush=ACCENT, name=unit)  # fmt: skip
             self._plot.setLabel("left", f"total {unit}")
+            moments += times
         self._plot.autoRange()
+        if moments and max(moments) - min(moments) < MIN_CHART_SPAN_S:
+            # receipts minutes apart would get an axis in seconds and milliseconds: show at
+            # least an hour around them, so the axis reads in clock times
+            middle = (max(moments) + min(moments)) / 2
+            half = MIN_CHART_SPAN_S / 2
+            self._plot.setXRange(middle - half, middle + half, padding=0)
 
     def clear(self) -> None:
         """Forget the ledger (on lock)."""

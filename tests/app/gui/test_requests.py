@@ -139,6 +139,9 @@ def test_sync_notify_approve_train_and_rewards(qtbot, tmp_path: Path, messages) 
         assert window.tasks.table.rowCount() == 3
         window.show_screen("rewards")
         assert "3 credits" in window.rewards.total.text()
+        # receipts seconds apart: the time axis still spans an hour of clock time
+        (left, right), _ = window.rewards._plot.getViewBox().viewRange()
+        assert right - left >= 3600
         qtbot.mouseClick(window.rewards.verify_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: window.rewards.report is not None, timeout=30_000)
         assert window.rewards.report["ok"]
