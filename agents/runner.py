@@ -1,9 +1,10 @@
 """Local DP-SGD rounds over an organization's ONNX graph, each round in a sandboxed child.
 
 Trust split: the child (``agents/sandbox_worker.py``) only runs the hostile graph and writes
-per-example losses and gradients into shared memory. This process samples the batches, reads
-those gradients as untrusted numbers, clips them per example, adds the noise, steps the
-optimizer and does the privacy accounting, so a model cannot skip the noise or the clipping.
+per-example losses and gradients (or, for linear weights declared ``grad: outer``, their
+factors) into shared memory. This process samples the batches, copies those outputs out of the
+child's reach, treats them as untrusted numbers, clips them per example, adds the noise, steps
+the optimizer and does the privacy accounting, so a model cannot skip the noise or the clipping.
 
 Per round: the model is validated (``agents.validator``) before any child sees it; the privacy
 ledger must have room for all ``local_steps`` steps or the round is not started
