@@ -1,10 +1,13 @@
 """Per-dataset access history: an RFC 6962 Merkle log with signed checkpoints.
 
 Every import, export, deletion, task read, consent grant and revocation appends a canonical
-JSON entry to its dataset's log inside the caller's transaction. After the transaction commits,
-the vault signs a checkpoint (log id, tree size, root, time) with its DID key and appends it to
-`checkpoints.jsonl`, outside the database, so that an old `vault.db` copied back is detected.
-Checkpoints name a log by an HMAC of the dataset name, so the file leaks no dataset names.
+JSON entry to its dataset's log inside the caller's transaction, and marks the log as needing
+a checkpoint in that same transaction. After the transaction commits, the vault signs a
+checkpoint (log id, tree size, root, time) with its DID key, appends it to `checkpoints.jsonl`
+(vault/checkpoints.py), outside the database, so that an old `vault.db` copied back is
+detected, and then clears the marks. A crash between the commit and the append leaves the
+marks set, and the next unlock signs what they point to. Checkpoints name a log by an HMAC of
+the dataset name, so the file leaks no dataset names.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from identity.keys import b64url_decode, canonical_json, jws_sign, jws_verify
-from vault.db import Connection
+from identity.keys import canonical_json, jws_sign, jws_verify
+from vault.checkpoints import CheckpointFile
+from vault.db import Connection, DatabaseError
 from vault.errors import DatasetNotFound, VerificationFailed
-from vault.fsutil import append_line
 from vault.merkle import (
     Frontier,
     frontier_append,
@@ -32,7 +35,6 @@ from vault.merkle import (
 )
 from vault.timeparse import iso_utc
 
-CHECKPOINTS = "checkpoints.jsonl"
 ENTRY_FIELDS = ("seq", "time", "actor", "action", "purpose", "consent", "task", "rows", "digest")
 
 
@@ -51,7 +53,7 @@ class AccessLog:
 
     def __init__(self, conn: Connection, folder: Path, jwk: str, did: str, id_key: bytes) -> None:
         self._conn = conn
-        self._path = folder / CHECKPOINTS
+        self._file = CheckpointFile(folder, jwk, did)
         self._jwk = jwk
         self._did = did
         self._id_key = id_key
@@ -104,10 +106,12 @@ class AccessLog:
             (dataset, size, encoded, leaf),
         )
         state = json.dumps([(h, x.hex()) for h, x in frontier])
+        # needs_checkpoint commits with the entry, so a crash before the checkpoint line is
+        # written cannot leave the entry uncovered for good (see publish_unsigned).
         self._conn.execute(
-            "INSERT INTO checkpoint_state (dataset, size, frontier) VALUES (?, ?, ?)"
-            " ON CONFLICT (dataset) DO UPDATE"
-            " SET size = excluded.size, frontier = excluded.frontier",
+            "INSERT INTO checkpoint_state (dataset, size, frontier, needs_checkpoint)"
+            " VALUES (?, ?, ?, 1) ON CONFLICT (dataset) DO UPDATE"
+            " SET size = excluded.size, frontier = excluded.frontier, needs_checkpoint = 1",
             (dataset, size + 1, state),
         )
         self._pending.add(dataset)
@@ -117,24 +121,95 @@ class AccessLog:
         """Sign one checkpoint covering every log appended to since the last call.
 
         Call after the transaction commits: a checkpoint must never be ahead of the database.
-        Each line names the SHA-256 of the line before it, so the file is a hash chain and the
-        signature of its last line vouches for all of it.
+        Each line names the SHA-256 of the line before it, so the file is a hash chain. When
+        another writer holds the database past the busy timeout, the logs stay marked and
+        pending: this process's next transaction, or the next unlock, signs them.
         """
         if not self._pending:
             return
-        logs = {}
-        for dataset in sorted(self._pending):
-            size, frontier = self._state(dataset)
-            logs[self.log_id(dataset)] = {"size": size, "root": frontier_root(frontier).hex()}
-        last = _last_line(self._path)
-        payload = {
-            "prev": hashlib.sha256(last).hexdigest() if last else None,
-            "logs": logs,
-            "time": iso_utc(time.time()),
-            "vault": self._did,
-        }
-        append_line(self._path, json.dumps({"checkpoint": jws_sign(self._jwk, payload)}))
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except DatabaseError:
+            return
+        try:
+            heads = {dataset: self._head(dataset) for dataset in sorted(self._pending)}
+            self._sign_and_clear(heads)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
         self._pending.clear()
+
+    def publish_unsigned(self) -> None:
+        """At unlock: sign the logs still marked by a crash between a commit and its checkpoint.
+
+        Signing what the database holds is sound: it is encrypted and authenticated under the
+        data key, so nobody without the key can have added entries to it. The one thing a
+        database copy can do is roll a log back, so a log whose signed head in the file is
+        longer than, or not a prefix of, the database's is left marked and unsigned for
+        `verify` to report, and nothing is signed on top of a file that fails its own check.
+        Anything that goes wrong here leaves the marks for the next unlock: opening the vault
+        must not fail over it.
+        """
+        marked = self._conn.execute(
+            "SELECT 1 FROM checkpoint_state WHERE needs_checkpoint = 1 LIMIT 1"
+        ).fetchone()
+        if marked is None:
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except DatabaseError:
+            return
+        try:
+            chain = self._file.read()
+            heads: dict[str, tuple[int, str]] = {}
+            covered: dict[str, tuple[int, str]] = {}
+            for (dataset,) in self._conn.execute(
+                "SELECT dataset FROM checkpoint_state WHERE needs_checkpoint = 1 ORDER BY 1"
+            ).fetchall():
+                head = self._head(dataset)
+                signed = chain.newest.get(self.log_id(dataset))
+                if signed == head:
+                    covered[dataset] = head  # the line was written, the crash came before the clear
+                elif signed is None or (
+                    signed[0] < head[0]
+                    and root(self._leaves(dataset)[: signed[0]]).hex() == signed[1]
+                ):
+                    heads[dataset] = head
+            if chain.problems:
+                heads = {}
+            self._clear(covered)
+            self._sign_and_clear(heads)
+        except (OSError, DatabaseError):
+            self._conn.execute("ROLLBACK")
+            return
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _head(self, dataset: str) -> tuple[int, str]:
+        size, frontier = self._state(dataset)
+        return size, frontier_root(frontier).hex()
+
+    def _sign_and_clear(self, heads: dict[str, tuple[int, str]]) -> None:
+        """Append one signed checkpoint of ``heads`` (dataset -> head), then clear their marks.
+
+        Runs inside BEGIN IMMEDIATE, which serializes the writers of the checkpoint file. A
+        crash after the append and before the commit only leaves marks that the next unlock
+        finds already covered.
+        """
+        if heads:
+            self._file.append({self.log_id(d): head for d, head in heads.items()})
+            self._clear(heads)
+
+    def _clear(self, heads: dict[str, tuple[int, str]]) -> None:
+        for dataset, (size, _) in heads.items():
+            # only if no later append (another process) has moved the log on meanwhile
+            self._conn.execute(
+                "UPDATE checkpoint_state SET needs_checkpoint = 0 WHERE dataset = ? AND size = ?",
+                (dataset, size),
+            )
 
     def discard_pending(self) -> None:
         """Forget appends of a transaction that rolled back."""
@@ -191,38 +266,11 @@ class AccessLog:
 
     # -- verification --------------------------------------------------------------------
 
-    def _newest_checkpoints(self, problems: list[str]) -> dict[str, tuple[int, str]]:
-        """The newest signed (size, root) of every log, after checking the file's hash chain."""
-        newest: dict[str, tuple[int, str]] = {}
-        if not self._path.exists():
-            return newest
-        previous: bytes | None = None
-        token = None
-        with open(self._path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                line = raw.rstrip(b"\n")
-                try:
-                    token = json.loads(line)["checkpoint"]
-                    payload = json.loads(b64url_decode(token.split(".")[1]))
-                    expected = hashlib.sha256(previous).hexdigest() if previous else None
-                    if payload["prev"] != expected:
-                        problems.append(f"{CHECKPOINTS} line {number}: hash chain broken")
-                    for log_id, head in payload["logs"].items():
-                        newest[log_id] = (int(head["size"]), str(head["root"]))
-                except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                    problems.append(f"{CHECKPOINTS} line {number}: unreadable checkpoint ({exc})")
-                previous = line
-        if token is not None:
-            try:
-                jws_verify(token, self._did)
-            except VerificationFailed as exc:
-                problems.append(f"{CHECKPOINTS}: bad checkpoint signature ({exc})")
-        return newest
-
     def verify(self) -> tuple[dict[str, LogReport], list[str]]:
         """Recompute every log's root and check it against its newest signed checkpoint."""
-        problems: list[str] = []
-        newest = self._newest_checkpoints(problems)
+        chain = self._file.read()
+        problems = list(chain.problems)
+        newest = dict(chain.newest)
         reports: dict[str, LogReport] = {}
         for dataset in self.datasets():
             report = self._verify_one(dataset, newest.pop(self.log_id(dataset), None))
@@ -268,25 +316,6 @@ class AccessLog:
                     " checkpoint"
                 )
         return LogReport(len(leaves), tree_root.hex(), not problems, problems)
-
-
-def _last_line(path: Path) -> bytes | None:
-    """The last line of ``path`` without its newline, or None for a missing or empty file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            end = f.tell()
-            block = b""
-            position = end
-            while position > 0 and block.count(b"\n") < 2:
-                step = min(4096, position)
-                position -= step
-                f.seek(position)
-                block = f.read(step) + block
-    except FileNotFoundError:
-        return None
-    lines = block.rstrip(b"\n").split(b"\n")
-    return lines[-1] if lines and lines[-1] else None
 
 
 def check_proof(proof: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class Vault:
         self._jwk: str = jwk
         id_key = hmac.new(data_key, b"tessera checkpoint log id", hashlib.sha256).digest()
         self.log = AccessLog(self.conn, folder, jwk, did, id_key)
+        # A crash between a write's COMMIT and its checkpoint left its logs marked: sign them
+        # now rather than at the next write to that dataset, which may never come.
+        self.log.publish_unsigned()
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -142,6 +142,14 @@ MIGRATIONS: list[list[str]] = [
             received REAL NOT NULL,
             UNIQUE (organization, person, seq))""",
     ],
+    # 3: access logs whose newest entries still need a signed checkpoint: set in the
+    # transaction that appends them, cleared once the checkpoint line is durable, and signed
+    # at the next unlock when a crash came in between. Upgraded logs start unmarked (their
+    # checkpoints were written the old way, right after each commit).
+    [
+        """ALTER TABLE checkpoint_state
+            ADD COLUMN needs_checkpoint INTEGER NOT NULL DEFAULT 0""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

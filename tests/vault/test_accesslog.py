@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from identity.keys import b64url, b64url_decode, canonical_json
 from tests.conftest import PASSPHRASE
 from vault.accesslog import check_proof
 from vault.core import Vault
@@ -143,3 +144,38 @@ def test_checkpoints_cover_each_transaction_once(vault: Vault, vault_dir: Path) 
     lines = (vault_dir / "checkpoints.jsonl").read_text().splitlines()
     assert len(lines) == 1
     assert vault.verify()["ok"]
+
+
+def test_a_forged_checkpoint_stays_detected_after_later_writes_chain_onto_it(
+    vault: Vault, vault_dir: Path
+) -> None:
+    append(vault, "health.step_count", 2)
+    path = vault_dir / "checkpoints.jsonl"
+    lines = path.read_text().splitlines()
+    head, payload, signature = json.loads(lines[-1])["checkpoint"].split(".")
+    claims = json.loads(b64url_decode(payload))
+    for log in claims["logs"].values():
+        log["size"] = 1  # claim the log was shorter, to hide a rollback later
+    lines[-1] = json.dumps({"checkpoint": f"{head}.{b64url(canonical_json(claims))}.{signature}"})
+    path.write_text("\n".join(lines) + "\n")
+    append(vault, "location.points", 1)  # a later, honestly signed line chains onto the forgery
+    report = vault.verify()
+    assert not report["ok"]
+    assert any("line 2: bad checkpoint signature" in p for p in report["problems"]), report
+
+
+def test_an_old_database_restored_and_written_to_is_detected(vault: Vault, vault_dir: Path) -> None:
+    append(vault, "health.step_count", 2)
+    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    vault.close()
+    saved = vault_dir.parent / "old.db"
+    shutil.copy(vault_dir / "vault.db", saved)
+    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
+        append(reopened, "health.step_count", 3)
+        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(saved, vault_dir / "vault.db")
+    with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
+        append(rolled_back, "health.step_count", 1)  # its newest checkpoint now matches the DB
+        report = rolled_back.verify()
+    assert not report["ok"]
+    assert any("contradicts an earlier one" in p for p in report["problems"]), report
