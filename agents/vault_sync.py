@@ -6,7 +6,7 @@ every request is received through ``agents.request_check`` exactly as from a req
 decisions and revocations not yet delivered are sent along.
 
 Offline request file, for requests passed on by mail or USB instead of an exchange: UTF-8 JSON
-``{"format": "tessera-request-file/1", "request": "<the signed request JWS>", "package":
+``{"format": "tessera-request-file/1", "request": "<the request credential (VC-JWT)>", "package":
 "<base64 of the .tpkg task package>"}`` (``format`` may be left out).
 
 The address functions are cheap to import (the GUI reads the address on every settings visit);
@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from identity.vc_jwt import ID_PREFIX
 from vault.consent import known_request
 from vault.errors import ModelRefused, TesseraError, VerificationFailed
 
@@ -69,10 +70,10 @@ def client_for(vault: Vault, url: str | None = None, **options: Any) -> Exchange
 
 
 def claimed_id(token: str) -> str:
-    """The id a request JWS claims, read without verifying (for naming a refused one)."""
+    """The id a request credential claims, read without verifying (for naming a refused one)."""
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-        return str(payload.get("id"))[:60]
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        return str(claims.get("jti")).removeprefix(ID_PREFIX)[:60]
     except (ValueError, IndexError, AttributeError):
         return "?"
 
@@ -107,7 +108,7 @@ def sync_requests(vault: Vault, client: ExchangeClient | None = None) -> dict[st
 
 
 def read_request_file(path: Path) -> tuple[str, bytes]:
-    """(request JWS, package bytes) from an offline request file; VerificationFailed if it is
+    """(request token, package bytes) from an offline request file; VerificationFailed if it is
     not one."""
     try:
         data = json.loads(path.read_text("utf-8"))

@@ -42,6 +42,7 @@ from agents.exchange.client import ExchangeClient  # noqa: E402
 from agents.exchange.store import Store  # noqa: E402
 from agents.package import write_package  # noqa: E402
 from identity.keys import did_for, generate_key, jws_sign  # noqa: E402
+from identity.vc_jwt import issue_credential  # noqa: E402
 from tests.agents.exchange import PG_ENV, database_url  # noqa: E402
 
 SECRET = bytes(range(32))
@@ -187,7 +188,7 @@ def run(kind: str, n: int, size: int, strategy: str, clients: int) -> dict[str, 
                 "max_update_norm": 1.0,
             },
         }
-        token = jws_sign(org_jwk, request)
+        token = issue_credential(org_jwk, request)
         with _server(db_url) as (url, pid):
             org = ExchangeClient(url, org_jwk, timeout=120)
             org.post_request(token, package)
@@ -208,7 +209,7 @@ def run(kind: str, n: int, size: int, strategy: str, clients: int) -> dict[str, 
                     "issued": request["issued"],
                     "expires": request["expires"],
                 }
-                ExchangeClient(url, jwk).send_consent(jws_sign(jwk, consent))
+                ExchangeClient(url, jwk).send_consent(issue_credential(jwk, consent))
                 vaults.append((index, jwk, consent_id))
             consents_s = time.perf_counter() - started
             jobs = [

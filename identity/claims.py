@@ -1,4 +1,4 @@
-"""Field checks for signed payloads: each returns the field or raises VerificationFailed.
+"""Field checks for credential payloads: each returns the field or raises VerificationFailed.
 
 The reasons name the field (``where.key``) so a person can read what is wrong with a token.
 """
@@ -9,11 +9,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from identity.keys import jws_verify
+from identity.vc_jwt import verify_credential
 from vault.errors import VerificationFailed
 from vault.timeparse import parse_iso8601
-
-MAX_TOKEN_BYTES = 64 * 1024
 
 
 def when(value: Any, what: str) -> float:
@@ -61,15 +59,10 @@ def member_object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, 
 
 
 def verified_token(
-    jws: Any, what: str, expected_did: str | None = None
+    token: Any, kind: str, what: str, expected_did: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """(signer, payload) of a JWS of at most MAX_TOKEN_BYTES with an object payload."""
-    if not isinstance(jws, str) or len(jws) > MAX_TOKEN_BYTES:
-        raise VerificationFailed(f"{what}: not a JWS or too large")
+    """(issuer, flat payload) of a credential of ``kind``; reasons start with ``what``."""
     try:
-        signer, payload = jws_verify(jws, expected_did)
+        return verify_credential(token, kind, expected_did)
     except VerificationFailed as exc:
         raise VerificationFailed(f"{what}: {exc}") from None
-    if not isinstance(payload, dict):
-        raise VerificationFailed(f"{what}: payload is not an object")
-    return signer, payload

@@ -1,14 +1,19 @@
 """Signed credentials between organizations and vaults: requests, consents, reward receipts.
 
-Each is a compact JWS (EdDSA, by a did:key) over canonical JSON (`identity.keys`); a did:key
-carries its public key, so a verifier needs nothing but the token. The payloads are the shared
-contract with the exchange:
+Each is a W3C Verifiable Credential (data model 1.1) in VC-JWT form, issued and verified with
+didkit (``identity.vc_jwt``): ``type`` ["VerifiableCredential", kind], ``issuer`` the signer's
+did:key, ``issuanceDate``/``expirationDate`` from ``issued``/``expires``, ``id`` the payload's
+id as ``urn:tessera:<id>``, the rest in ``credentialSubject`` (its ``id`` the subject's DID).
+A did:key carries its public key, so a verifier needs nothing but the token. Verified, each
+gives back the flat payload that is the shared contract with the exchange:
 
-- ``TrainingRequest``, signed by the organization (its ``issuer``);
-- ``ConsentReceipt`` and ``ConsentRevocation``, signed by the person's vault (the ``subject``);
-- ``RewardReceipt``, signed by the organization, hash-chained per (organization, person):
-  ``seq`` counts up by one and ``prev`` is the SHA-256 hex of the previous receipt's JWS (null
-  for the first), so a receipt that is missing, altered or reordered is detected.
+- ``TrainingRequest``, issued by the organization (its ``issuer``);
+- ``ConsentReceipt`` and ``ConsentRevocation``, issued by the person's vault about itself (the
+  ``subject`` is credentialSubject.id and the issuer);
+- ``RewardReceipt``, issued by the ``organization`` it names to the ``person``
+  (credentialSubject.id), hash-chained per (organization, person): ``seq`` counts up by one
+  and ``prev`` is the SHA-256 hex of the previous receipt's compact token (null for the
+  first), so a receipt that is missing, altered or reordered is detected.
 
 Everything that does not verify raises VerificationFailed with a reason a person can read.
 """
@@ -24,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from identity.claims import integer, member_object, number, text, verified_token, when
-from identity.keys import did_for, jws_sign
+from identity.keys import did_for
 from identity.receipts import verify_receipt_chain
+from identity.vc_jwt import issue_credential
 from vault.errors import VerificationFailed
 from vault.timeparse import iso_utc
 
@@ -38,7 +44,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def token_hash(token: str) -> str:
-    """SHA-256 hex of a JWS string (how requests and receipts are referred to)."""
+    """SHA-256 hex of a compact token (how requests and receipts are referred to)."""
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
 
 
@@ -76,7 +82,10 @@ class Aggregation:
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """A training request whose signature, issuer, expiry and shape were all checked."""
+    """A training request whose signature, issuer, expiry and shape were all checked.
+
+    ``jws`` is the compact VC-JWT as received; ``payload`` its flat form.
+    """
 
     jws: str
     payload: dict[str, Any]
@@ -104,7 +113,7 @@ class TrainingRequest:
 
     @property
     def hash(self) -> str:
-        """SHA-256 hex of the request's JWS (what a consent receipt names)."""
+        """SHA-256 hex of the request's token (what a consent receipt names)."""
         return token_hash(self.jws)
 
     def expired(self, now: float | None = None) -> bool:
@@ -212,7 +221,7 @@ def verify_request(
     jws: str, now: float | None = None, allow_expired: bool = False
 ) -> TrainingRequest:
     """Verify a training request: signature, signer == issuer, well-formed, not expired."""
-    signer, payload = verified_token(jws, "training request")
+    signer, payload = verified_token(jws, "TrainingRequest", "training request")
     request = parse_request(jws, payload)
     if signer != request.issuer:
         raise VerificationFailed(
@@ -237,7 +246,7 @@ def issue_consent(
     expires: float,
     now: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """A consent receipt signed by the vault key ``jwk``; returns (JWS, payload)."""
+    """A consent receipt credential issued by the vault key ``jwk``; returns (token, payload)."""
     now = time.time() if now is None else now
     payload = {
         "type": "ConsentReceipt",
@@ -251,14 +260,14 @@ def issue_consent(
         "issued": iso_utc(int(now)),
         "expires": iso_utc(int(expires)),
     }
-    return jws_sign(jwk, payload), payload
+    return issue_credential(jwk, payload), payload
 
 
 def verify_consent(
     jws: str, subject: str | None = None, request: TrainingRequest | None = None
 ) -> dict[str, Any]:
     """Check a consent receipt's signature, shape and (if given) its subject and request."""
-    signer, payload = verified_token(jws, "consent receipt", subject)
+    signer, payload = verified_token(jws, "ConsentReceipt", "consent receipt", subject)
     if payload.get("type") != "ConsentReceipt":
         raise VerificationFailed("not a consent receipt")
     if payload.get("subject") != signer:
@@ -279,19 +288,19 @@ def verify_consent(
 
 
 def issue_revocation(jwk: str, consent_id: str, now: float | None = None) -> str:
-    """A consent revocation signed by the vault key ``jwk``."""
+    """A consent revocation credential issued by the vault key ``jwk``."""
     payload = {
         "type": "ConsentRevocation",
         "consent": consent_id,
         "subject": did_for(jwk),
         "issued": iso_utc(int(time.time() if now is None else now)),
     }
-    return jws_sign(jwk, payload)
+    return issue_credential(jwk, payload)
 
 
 def verify_revocation(jws: str, subject: str | None = None) -> dict[str, Any]:
     """Check a revocation's signature and shape."""
-    signer, payload = verified_token(jws, "consent revocation", subject)
+    signer, payload = verified_token(jws, "ConsentRevocation", "consent revocation", subject)
     if payload.get("type") != "ConsentRevocation" or payload.get("subject") != signer:
         raise VerificationFailed("not a consent revocation by its subject")
     if not isinstance(payload.get("consent"), str) or not CONSENT_ID.match(payload["consent"]):
@@ -321,7 +330,7 @@ class RewardReceipt:
 
     @property
     def hash(self) -> str:
-        """SHA-256 hex of the receipt's JWS (what the next receipt's ``prev`` holds)."""
+        """SHA-256 hex of the receipt's token (what the next receipt's ``prev`` holds)."""
         return token_hash(self.jws)
 
 
@@ -329,7 +338,7 @@ def verify_reward_receipt(
     jws: str, person: str | None = None, organization: str | None = None
 ) -> RewardReceipt:
     """Check a reward receipt: signed by its organization, for ``person``, well-formed."""
-    signer, p = verified_token(jws, "reward receipt", organization)
+    signer, p = verified_token(jws, "RewardReceipt", "reward receipt", organization)
     w = "receipt"
     if p.get("type") != "RewardReceipt":
         raise VerificationFailed("not a reward receipt")

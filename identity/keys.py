@@ -2,7 +2,8 @@
 
 Keys are JWK strings as didkit writes them. Signatures are raw Ed25519 over bytes, or compact
 JWS (``alg: EdDSA``) over canonical JSON; a verifier needs only the signer's DID, since a
-did:key carries its public key.
+did:key carries its public key. Plain JWS signs model updates and log checkpoints; requests,
+consents and receipts are verifiable credentials (``identity.vc_jwt``).
 """
 
 from __future__ import annotations

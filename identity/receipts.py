@@ -1,7 +1,8 @@
 """Reward receipt chains: the check a person (and the exchange) runs over their receipts.
 
-Receipts are signed by the organization's key and hash-chained per (organization, person):
-``seq`` counts from 0, ``prev`` is the SHA-256 hex of the previous receipt's JWS string, so a
+Receipts are verifiable credentials issued by the organization's key (VC-JWT,
+``identity.vc_jwt``) and hash-chained per (organization, person): ``seq`` counts from 0,
+``prev`` is the SHA-256 hex of the previous receipt's compact token string, so a
 removed, reordered or altered receipt breaks the chain. Amounts follow the request terms:
 ``per_update`` per accepted update, and at most ``cap`` per person and request (the receipt
 that reaches the cap carries only the remainder). Sums use decimal arithmetic on the shortest
@@ -20,12 +21,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from identity.keys import jws_verify
+from identity.vc_jwt import verify_credential
 from vault.errors import VerificationFailed
 
 
 def receipt_hash(receipt_jws: str) -> str:
-    """SHA-256 hex of a receipt's JWS string: what the next receipt's ``prev`` holds."""
+    """SHA-256 hex of a receipt's compact token: what the next receipt's ``prev`` holds."""
     return hashlib.sha256(receipt_jws.encode("ascii")).hexdigest()
 
 
@@ -98,7 +99,7 @@ def verify_receipt_chain(
     paid: dict[str, list[float]] = {}
     for index, token in enumerate(receipts):
         try:
-            _, payload = jws_verify(token, expected_did=org_did)
+            _, payload = verify_credential(token, "RewardReceipt", expected_did=org_did)
         except VerificationFailed as exc:
             raise VerificationFailed(f"receipt {index}: {exc}") from None
         _check_payload(payload, index, org_did, person_did)

@@ -1,10 +1,15 @@
 """The exchange between organizations and vaults: contract, message checks, shared errors.
 
-This docstring is THE CONTRACT the vault side codes against. Everything signed is a compact
-JWS (``identity.keys.jws_sign``, EdDSA over canonical JSON, ``kid`` = signer DID). Times are
-ISO-8601 UTC with a ``Z`` suffix. Unknown extra fields in a payload are accepted and ignored.
+This docstring is THE CONTRACT the vault side codes against. Requests, consents, revocations
+and reward receipts are W3C Verifiable Credentials in VC-JWT form (EdDSA, ``kid`` = the signer's
+did:key), issued and verified with didkit through ``identity.vc_jwt``; the payloads below are
+their flat form (``identity.vc_jwt.LAYOUTS`` maps ``type``, the issuer, the subject, ``id``,
+``issued`` and ``expires`` to the credential's own properties, the rest to
+``credentialSubject``). Model updates are compact JWS (``identity.keys.jws_sign``, EdDSA over
+canonical JSON). Times are ISO-8601 UTC with a ``Z`` suffix. Unknown extra fields in a payload
+are accepted and ignored.
 
-Training request (JWS by the organization's key; signer == ``issuer``)::
+Training request (credential issued by the organization's key; issuer == ``issuer``)::
 
     {"type": "TrainingRequest", "id": "req-<uuid4 hex>", "issuer": org DID,
      "organization": {"name": str}, "issued": ISO Z, "expires": ISO Z,
@@ -21,14 +26,15 @@ Training request (JWS by the organization's key; signer == ``issuer``)::
     The exchange also requires ``recipe`` == task.json ``features.recipe`` and ``label`` ==
     task.json ``label.field`` of the package.
 
-Consent receipt (JWS by the person's vault DID; signer == ``subject`` == the calling DID)::
+Consent receipt (credential issued by the person's vault DID; issuer == ``subject`` ==
+credentialSubject.id == the calling DID)::
 
     {"type": "ConsentReceipt", "id": "consent-<uuid>", "request": request id,
-     "request_hash": sha256 hex of the request JWS string, "subject": vault DID,
+     "request_hash": sha256 hex of the request token string, "subject": vault DID,
      "organization": org DID, "datasets": [subset of the request's], "epsilon_budget": float,
      "issued": ISO Z, "expires": ISO Z}
 
-Revocation (JWS by the subject): ``{"type": "ConsentRevocation", "consent": id, "subject",
+Revocation (credential by the subject): ``{"type": "ConsentRevocation", "consent": id, "subject",
 "issued"}``. Re-posting an identical consent or revocation is harmless (idempotent).
 
 Model update (JWS by the vault; the runner's round result, ``agents.round_result``, plus
@@ -56,12 +62,13 @@ that the round is closed and a late update gets 409). A request past its ``expir
 closed. FedAvg weighs each update by its ``examples`` (clamped to
 ``local_steps * batch_size``); trimmed mean and median are unweighted and coordinate-wise.
 
-Reward receipt (JWS by the organization's key, held by the exchange on its behalf)::
+Reward receipt (credential issued with the organization's key, held by the exchange on its
+behalf; credentialSubject.id == ``person``)::
 
     {"type": "RewardReceipt", "id": "reward-<uuid hex>", "request", "round",
      "person": vault DID, "organization": org DID, "amount": float, "unit": str,
      "issued": ISO Z, "seq": int (per organization+person, from 0),
-     "prev": sha256 hex of the previous receipt JWS string for that pair, or null}
+     "prev": sha256 hex of the previous receipt token string for that pair, or null}
 
     Each accepted update earns ``per_update``; ``cap`` is the most ONE PERSON can earn from
     ONE request: the receipt that reaches the cap carries only what is left (so the total is
@@ -80,17 +87,18 @@ hex\\ntime\\nnonce`` (``PATH`` alone when there is no query). Refused: bad signa
 skew > 300 s, a nonce seen before (401); organization endpoints from a DID that was not
 admitted (403). Bodies: JSON 1 MiB, request posts 1 MiB + the base64 package (256 MiB).
 
-- ``POST /v1/requests`` ``{"request": jws, "package": base64 .tpkg, "reward_key"?: jwk}`` ->
+- ``POST /v1/requests`` ``{"request": vc-jwt, "package": base64 .tpkg, "reward_key"?: jwk}`` ->
   ``{"id"}`` (admitted org; signer == issuer == caller; package hash and contents checked)
-- ``GET /v1/requests`` -> ``[{"request": jws, "package": address}]`` (open requests)
+- ``GET /v1/requests`` -> ``[{"request": vc-jwt, "package": address}]`` (open requests)
 - ``GET /v1/packages/{address}`` -> the .tpkg bytes
-- ``POST /v1/consents`` ``{"consent": jws}``; ``POST /v1/revocations`` ``{"revocation": jws}``
+- ``POST /v1/consents`` ``{"consent": vc-jwt}``; ``POST /v1/revocations``
+  ``{"revocation": vc-jwt}``
 - ``GET /v1/requests/{id}/round`` -> ``{"round", "rounds", "deadline", "closed"}``
 - ``GET /v1/requests/{id}/round/params`` -> .npz (consenting vaults and the issuer)
 - ``POST /v1/requests/{id}/updates`` ``{"update": jws}``, or the bare JWS as the body with
   ``Content-Type: application/jose`` (what the client sends) -> ``{"accepted": true,
-  "receipt": jws or null (cap reached), "round"}``
-- ``GET /v1/rewards`` -> ``{"receipts": [jws]}`` for the caller, ordered by org then seq
+  "receipt": vc-jwt or null (cap reached), "round"}``
+- ``GET /v1/rewards`` -> ``{"receipts": [vc-jwt]}`` for the caller, ordered by org then seq
 - ``GET /v1/requests/{id}/status`` (issuer) -> round, per-round counts, rejection reasons,
   participants; ``GET /v1/requests/{id}/model`` (issuer) -> .npz of the current parameters
 """

@@ -19,7 +19,7 @@ from agents.exchange.signed_calls import (
     CallGate,
     body_schema,
     field,
-    verified,
+    verified_credential,
 )
 from agents.package import package_address, read_package
 from identity.keys import did_for
@@ -33,15 +33,15 @@ def add_org_routes(app: FastAPI, service: ExchangeService, gate: CallGate) -> No
         "/v1/requests",
         summary="Post a signed training request with its task package",
         openapi_extra=body_schema(
-            {"request": "TrainingRequest JWS", "package": "base64 of the .tpkg bytes"},
+            {"request": "TrainingRequest VC-JWT", "package": "base64 of the .tpkg bytes"},
             {"reward_key": "the organization's JWK, for signing reward receipts"},
         ),
     )
     def post_request(caller: Caller = signed(POST_REQUEST_LIMIT, org=True)) -> dict[str, Any]:
         data = caller.json()
         token = field(data, "request")
-        signer, payload = verified(token, "request")
-        if not isinstance(payload, dict) or signer != payload.get("issuer"):
+        signer, payload = verified_credential(token, "TrainingRequest", "request")
+        if signer != payload.get("issuer"):
             raise Refused("request is not signed by its issuer", 400)
         if signer != caller.did:
             raise Refused("request is issued by another organization than the caller", 403)

@@ -1,7 +1,8 @@
-"""Reward receipts: signed by the organization's key, hash-chained per (organization, person).
+"""Reward receipts: credentials issued with the organization's key, hash-chained per (org, person).
 
-Receipt ``seq`` counts from 0 for each (organization, person) pair across all of that
-organization's requests, and ``prev`` is the SHA-256 hex of the previous receipt's JWS string,
+Each receipt is a W3C verifiable credential in VC-JWT form (``identity.vc_jwt``). Its ``seq``
+counts from 0 for each (organization, person) pair across all of that organization's
+requests, and ``prev`` is the SHA-256 hex of the previous receipt's compact token string,
 so a removed, reordered or altered receipt breaks the chain. Amounts follow the request terms:
 ``per_update`` per accepted update, and at most ``cap`` per person and request (the receipt
 that reaches the cap carries only the remainder). Sums use decimal arithmetic on the shortest
@@ -17,10 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from agents.exchange import format_time
-from identity.keys import jws_sign
 
 # the chain check is the person's credential check (identity); re-exported for the exchange side
 from identity.receipts import next_amount, receipt_hash, verify_receipt_chain  # noqa: F401
+from identity.vc_jwt import issue_credential
 from vault.errors import TesseraError
 
 
@@ -51,7 +52,7 @@ def make_receipt(
     issued: datetime | None = None,
     receipt_id: str | None = None,
 ) -> str:
-    """A signed reward receipt JWS (the caller supplies the chain position ``seq``/``prev``)."""
+    """A reward receipt VC-JWT issued with ``org_jwk`` (the caller supplies ``seq``/``prev``)."""
     payload = {
         "type": "RewardReceipt",
         "id": receipt_id or f"reward-{uuid.uuid4().hex}",
@@ -65,7 +66,7 @@ def make_receipt(
         "seq": seq,
         "prev": prev,
     }
-    return jws_sign(org_jwk, payload)
+    return issue_credential(org_jwk, payload)
 
 
 def issue_receipt(

@@ -20,12 +20,13 @@ from agents.exchange.auth import HEADER_DID, AuthRefused, precheck_call, verify_
 from agents.exchange.errors import Refused
 from agents.exchange.store import Store
 from identity.keys import jws_verify
+from identity.vc_jwt import verify_credential
 from vault.errors import VerificationFailed
 
 MIB = 1024**2
 JSON_LIMIT = MIB
 PACKAGE_LIMIT = 256 * MIB
-# base64 of the package inside JSON, plus the request JWS and the key
+# base64 of the package inside JSON, plus the request credential and the key
 POST_REQUEST_LIMIT = JSON_LIMIT + 4 * math.ceil(PACKAGE_LIMIT / 3)
 
 
@@ -71,6 +72,14 @@ def verified(token: str, what: str) -> tuple[str, Any]:
         return jws_verify(token)
     except VerificationFailed as exc:
         raise Refused(f"{what} signature does not verify ({exc})", 400) from None
+
+
+def verified_credential(token: str, kind: str, what: str) -> tuple[str, dict[str, Any]]:
+    """(issuer, flat payload) of a VC-JWT of ``kind``; 400 naming ``what`` if it does not verify."""
+    try:
+        return verify_credential(token, kind)
+    except VerificationFailed as exc:
+        raise Refused(f"{what} does not verify as a {kind} credential ({exc})", 400) from None
 
 
 def body_schema(required: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:

@@ -21,15 +21,23 @@ from agents.exchange import (
 )
 from agents.exchange.errors import Refused
 from agents.exchange.service import NPZ, ExchangeService
-from agents.exchange.signed_calls import JSON_LIMIT, Caller, CallGate, body_schema, field, verified
+from agents.exchange.signed_calls import (
+    JSON_LIMIT,
+    Caller,
+    CallGate,
+    body_schema,
+    field,
+    verified,
+    verified_credential,
+)
 
 
 def _signed_message(
-    caller: Caller, key: str, check: Callable[[dict[str, Any]], Any]
+    caller: Caller, key: str, kind: str, check: Callable[[dict[str, Any]], Any]
 ) -> tuple[str, str, dict[str, Any]]:
-    """(token, signer, payload) of the JWS under ``key`` in the body, checked by ``check``."""
+    """(token, issuer, payload) of the ``kind`` credential under ``key``, checked by ``check``."""
     token = field(caller.json(), key)
-    signer, payload = verified(token, key)
+    signer, payload = verified_credential(token, kind, key)
     check(payload)
     return token, signer, payload
 
@@ -57,10 +65,10 @@ def add_vault_routes(app: FastAPI, service: ExchangeService, gate: CallGate) -> 
     @app.post(
         "/v1/consents",
         summary="Record a consent receipt signed by its subject",
-        openapi_extra=body_schema({"consent": "ConsentReceipt JWS"}),
+        openapi_extra=body_schema({"consent": "ConsentReceipt VC-JWT"}),
     )
     def consent(caller: Caller = signed(JSON_LIMIT)) -> dict[str, Any]:
-        token, signer, payload = _signed_message(caller, "consent", check_consent)
+        token, signer, payload = _signed_message(caller, "consent", "ConsentReceipt", check_consent)
         if signer != payload["subject"]:
             raise Refused("consent is not signed by its subject", 400)
         if caller.did != signer:
@@ -82,10 +90,12 @@ def add_vault_routes(app: FastAPI, service: ExchangeService, gate: CallGate) -> 
     @app.post(
         "/v1/revocations",
         summary="Revoke a consent (signed by its subject)",
-        openapi_extra=body_schema({"revocation": "ConsentRevocation JWS"}),
+        openapi_extra=body_schema({"revocation": "ConsentRevocation VC-JWT"}),
     )
     def revocation(caller: Caller = signed(JSON_LIMIT)) -> dict[str, Any]:
-        token, signer, payload = _signed_message(caller, "revocation", check_revocation)
+        token, signer, payload = _signed_message(
+            caller, "revocation", "ConsentRevocation", check_revocation
+        )
         if signer != payload["subject"] or caller.did != signer:
             raise Refused("a revocation must be signed and sent by the consent's subject", 403)
         store.revoke(payload["consent"], signer, token)

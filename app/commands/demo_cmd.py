@@ -24,8 +24,9 @@ from typing import Any
 import click
 import numpy as np
 
-from identity.keys import did_for, generate_key, jws_sign
+from identity.keys import did_for, generate_key
 from identity.summary import plain_summary
+from identity.vc_jwt import issue_credential
 from vault.recipes import Record, get_recipe
 
 PASSPHRASE = "demo passphrase, not for real data"
@@ -258,7 +259,8 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
         say(f"2. The operator admits Sleep Research Lab ({did_for(org)[:32]}…).")
         package = build_package(folder)
         org_client = ExchangeClient(url, org)
-        token = jws_sign(org, request_payload(org, package_address(package), datetime.now(UTC)))
+        payload = request_payload(org, package_address(package), datetime.now(UTC))
+        token = issue_credential(org, payload)
         request_id = org_client.post_request(token, package)
         initial = read_package(package).params
         facts["losses"].append(held_out_loss(package, initial))

@@ -143,15 +143,15 @@ def org_init(out: Path, as_json: bool) -> None:
 def org_post(
     request_toml: Path, package_path: Path, url: str, key_file: Path, as_json: bool
 ) -> None:
-    """Sign a training request from REQUEST.toml and post it with its package."""
+    """Issue a training request credential from REQUEST.toml and post it with its package."""
     from agents.package import read_package
-    from identity.keys import jws_sign
+    from identity.vc_jwt import issue_credential
 
     jwk = load_key(key_file)
     package = package_path.read_bytes()
     read_package(package)  # refuse a broken package here, not at the exchange
     payload = request_from_toml(request_toml, jwk, package)
-    request_id = _client(url, key_file).post_request(jws_sign(jwk, payload), package)
+    request_id = _client(url, key_file).post_request(issue_credential(jwk, payload), package)
     data = {"id": request_id, "package": payload["package"], "expires": payload["expires"]}
     emit(data, as_json, lambda: print_fields(data))
 

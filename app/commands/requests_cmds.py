@@ -82,7 +82,7 @@ def _print_sync(results: list[dict[str, Any]]) -> None:
 @json_option
 @click.pass_context
 def requests_import(ctx: click.Context, file: Path, as_json: bool) -> None:
-    """Import an offline request file (JSON with the request JWS and the base64 package)."""
+    """Import an offline request file (JSON with the request credential and the base64 package)."""
     from agents.request_check import receive_request
     from agents.vault_sync import read_request_file
 

@@ -140,7 +140,8 @@ class DemoExchange:
         """Admit the demo organization and post its two requests; return their ids."""
         from agents.exchange.client import ExchangeClient
         from agents.package import package_address
-        from identity.keys import did_for, generate_key, jws_sign
+        from identity.keys import did_for, generate_key
+        from identity.vc_jwt import issue_credential
 
         org = generate_key()
         self.app.state.store.admit(did_for(org), ORGANIZATION)
@@ -149,7 +150,7 @@ class DemoExchange:
         for spec in REQUESTS:
             package = task_package(spec["label"])
             payload = request_payload(org, package_address(package), spec, days)
-            ids.append(client.post_request(jws_sign(org, payload), package))
+            ids.append(client.post_request(issue_credential(org, payload), package))
         return ids
 
     def stop(self) -> None:

@@ -17,8 +17,8 @@ from agents.exchange.client import ExchangeError, ExchangeUnavailable
 from agents.exchange.rewards import make_receipt, next_amount, receipt_hash
 from agents.package import package_address
 from agents.request_check import receive_request
-from identity.credentials import verify_consent
-from identity.keys import generate_key, jws_verify
+from identity.credentials import verify_consent, verify_revocation, verify_reward_receipt
+from identity.keys import did_for, generate_key, jws_verify
 from tests.fixtures.training_requests import (
     activity_export,
     new_org,
@@ -72,7 +72,7 @@ class FakeExchange:
 
     def send_revocation(self, jws: str) -> dict:
         self._check("send_revocation")
-        _, payload = jws_verify(jws)
+        payload = verify_revocation(jws)
         self.revoked.add(payload["consent"])
         return {"revoked": True}
 
@@ -110,9 +110,9 @@ class FakeExchange:
                 request_id=request_id,
                 round_index=payload["round"],
                 person=person,
-                organization=jws_verify(self.receipts[0])[1]["organization"]
+                organization=verify_reward_receipt(self.receipts[0]).organization
                 if self.receipts
-                else __import__("identity.keys").keys.did_for(self.org),
+                else did_for(self.org),
                 amount=amount,
                 unit=self.reward["unit"],
                 seq=len(self.receipts),

@@ -68,7 +68,9 @@ def test_sync_sorts_requests_into_new_known_and_refused_and_delivers_consents(va
     (new,) = found["new"]
     assert new["organization"] == "Sleep Lab"
     (refused,) = found["refused"]
-    assert refused["id"] == json.loads(b64url_decode(forged.split(".")[1]))["id"]
+    assert refused["id"] == json.loads(b64url_decode(forged.split(".")[1]))["jti"].removeprefix(
+        "urn:tessera:"
+    )
     assert "signature" in refused["reason"]
     assert (found["known"], found["delivered"]) == ([], [])
     vc.approve(vault, new["id"])

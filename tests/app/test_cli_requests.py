@@ -42,7 +42,7 @@ def _request_file(tmp: Path, org: str, **overrides) -> tuple[Path, str]:
             }
         )
     )
-    request_id = json.loads(b64url_decode(token.split(".")[1]))["id"]
+    request_id = json.loads(b64url_decode(token.split(".")[1]))["jti"].removeprefix("urn:tessera:")
     return path, request_id
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -17,21 +18,12 @@ from identity.credentials import (
     verify_reward_receipt,
 )
 from identity.keys import b64url, b64url_decode, did_for, generate_key, jws_sign
+from identity.receipts import verify_receipt_chain
 from identity.summary import plain_summary, privacy_words
-from tests.fixtures.training_requests import request_payload, signed_request
+from tests.fixtures.training_requests import forged_credential, request_payload, signed_request
 from vault.errors import VerificationFailed
 
 ADDRESS = "sha256:" + "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def org() -> str:
-    return generate_key()
-
-
-@pytest.fixture(scope="module")
-def person() -> str:
-    return generate_key()
 
 
 # ------------------------------------------------------------------------------ requests
@@ -66,14 +58,38 @@ def test_a_request_with_a_changed_field_and_the_old_signature_is_refused(org):
     header, payload, signature = token.split(".")
     changed = b64url_decode(payload).replace(b'"epsilon":3.0', b'"epsilon":9.0')
     assert changed != b64url_decode(payload)
-    with pytest.raises(VerificationFailed, match="bad signature"):
+    with pytest.raises(VerificationFailed, match="training request: bad signature"):
         verify_request(f"{header}.{b64url(changed)}.{signature}")
 
 
 def test_a_request_signed_by_another_key_than_its_issuer_is_refused(org):
     mallory = generate_key()
-    token = jws_sign(mallory, request_payload(org, ADDRESS))  # claims org as issuer
-    with pytest.raises(VerificationFailed, match="signed by"):
+    token = forged_credential(mallory, request_payload(org, ADDRESS), did_for(org))
+    with pytest.raises(VerificationFailed, match="not by its issuer"):
+        verify_request(token)
+
+
+def test_a_request_issued_by_another_organization_is_refused_where_one_is_expected(org):
+    from identity.credentials import parse_request
+    from identity.vc_jwt import verify_credential
+
+    mallory = generate_key()
+    token = signed_request(mallory, ADDRESS)  # a proper credential, but by mallory
+    with pytest.raises(VerificationFailed, match="expected"):
+        verify_credential(token, "TrainingRequest", expected_did=did_for(org))
+    issuer, payload = verify_credential(token, "TrainingRequest", expected_did=did_for(mallory))
+    assert parse_request(token, payload).issuer == issuer == did_for(mallory)
+
+
+def test_a_request_in_the_old_plain_jws_form_is_refused(org):
+    token = jws_sign(org, request_payload(org, ADDRESS))
+    with pytest.raises(VerificationFailed, match="not a verifiable credential"):
+        verify_request(token)
+
+
+def test_another_kind_of_credential_is_not_a_request(person):
+    token = issue_revocation(person, "consent-" + "0" * 32)
+    with pytest.raises(VerificationFailed, match="not a TrainingRequest credential"):
         verify_request(token)
 
 
@@ -98,7 +114,6 @@ def test_a_request_issued_in_the_future_is_refused(org):
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"type": "Something"}, "not a training request"),
         ({"id": "req-1"}, "request.id"),
         ({"package": "md5:abc"}, "package"),
         ({"optimizer": "lbfgs"}, "optimizer"),
@@ -170,38 +185,85 @@ def test_consent_receipt_round_trip_and_binding_to_the_request(org, person):
     other = verify_request(signed_request(org, ADDRESS))
     with pytest.raises(VerificationFailed, match="different request"):
         verify_consent(jws, did_for(person), other)
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(VerificationFailed, match="expected"):
         verify_consent(jws, did_for(org))  # expected another signer
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(VerificationFailed, match="consent receipt"):
         verify_consent(_flip(jws, 1))
+
+
+def test_a_consent_receipt_is_a_w3c_credential_about_its_subject(org, person):
+    request = verify_request(signed_request(org, ADDRESS))
+    jws, payload = issue_consent(person, request, ["health.step_count"], 1.5, time.time() + 60)
+    claims = json.loads(b64url_decode(jws.split(".")[1]))
+    vc = claims["vc"]
+    assert vc["type"] == ["VerifiableCredential", "ConsentReceipt"]
+    assert vc["issuer"] == claims["iss"] == vc["credentialSubject"]["id"] == did_for(person)
+    assert vc["id"] == claims["jti"] == f"urn:tessera:{payload['id']}"
+    assert (vc["issuanceDate"], vc["expirationDate"]) == (payload["issued"], payload["expires"])
+    assert verify_consent(jws) == payload
+
+
+def test_an_expired_consent_still_verifies_for_the_history(org, person):
+    request = verify_request(signed_request(org, ADDRESS))
+    now = time.time() - 7200
+    jws, payload = issue_consent(person, request, ["health.step_count"], 1.0, now + 60, now)
+    assert verify_consent(jws, did_for(person), request) == payload
+    with pytest.raises(VerificationFailed, match="bad signature"):
+        verify_consent(_flip(jws, 2), did_for(person), request)
+
+
+def test_a_consent_forged_in_someone_elses_name_is_refused(org, person):
+    request = verify_request(signed_request(org, ADDRESS))
+    _, payload = issue_consent(person, request, ["health.step_count"], 1.5, time.time() + 60)
+    token = forged_credential(generate_key(), payload, did_for(person))
+    with pytest.raises(VerificationFailed, match="not by its issuer"):
+        verify_consent(token, did_for(person), request)
 
 
 def test_revocation_round_trip(person):
     token = issue_revocation(person, "consent-" + "0" * 32)
     assert verify_revocation(token, did_for(person))["consent"] == "consent-" + "0" * 32
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(VerificationFailed, match="consent revocation"):
         verify_revocation(_flip(token, 2))
+    with pytest.raises(VerificationFailed, match="not a ConsentRevocation credential"):
+        verify_revocation(
+            issue_consent(
+                person,
+                verify_request(signed_request(generate_key(), ADDRESS)),
+                ["health.step_count"],
+                1,
+                time.time() + 60,
+            )[0]
+        )
 
 
 # ------------------------------------------------------------------------------ rewards
 
 
-def _chain(org: str, person: str, amounts: list[float], request: str = "req-" + "1" * 32):
-    from agents.exchange.rewards import make_receipt, receipt_hash
+def _receipt(
+    signer: str, org_did: str, person: str, amount: float, seq: int = 0, prev: str | None = None
+) -> str:
+    from agents.exchange.rewards import make_receipt
+
+    return make_receipt(
+        signer,
+        request_id="req-" + "1" * 32,
+        round_index=seq,
+        person=did_for(person),
+        organization=org_did,
+        amount=amount,
+        unit="EUR",
+        seq=seq,
+        prev=prev,
+    )
+
+
+def _chain(org: str, person: str, amounts: list[float]):
+    from agents.exchange.rewards import receipt_hash
 
     receipts, prev = [], None
     for seq, amount in enumerate(amounts):
-        token = make_receipt(
-            org,
-            request_id=request,
-            round_index=seq,
-            person=did_for(person),
-            organization=did_for(org),
-            amount=amount,
-            unit="EUR",
-            seq=seq,
-            prev=prev,
-        )
+        token = _receipt(org, did_for(org), person, amount, seq, prev)
         receipts.append(token)
         prev = receipt_hash(token)
     return receipts
@@ -243,3 +305,46 @@ def test_a_forged_or_foreign_receipt_is_refused(org, person):
     forged = _chain(generate_key(), person, [0.5])[0]
     with pytest.raises(VerificationFailed):
         verify_reward_receipt(forged, did_for(person), organization=did_for(org))
+
+
+def test_a_reordered_or_altered_receipt_breaks_the_chain(org, person):
+    tokens = _chain(org, person, [0.5, 0.5, 0.25])
+    assert len(verify_receipt_chain(tokens, did_for(org), did_for(person), TERMS)) == 3
+    with pytest.raises(VerificationFailed, match="missing or out of order"):
+        verify_receipt_chain([tokens[1], tokens[0], tokens[2]], did_for(org), did_for(person))
+    header, claims, signature = tokens[1].split(".")
+    richer = b64url(b64url_decode(claims).replace(b'"amount":0.5', b'"amount":5.0'))
+    assert richer != claims
+    with pytest.raises(VerificationFailed, match="receipt 1: bad signature"):
+        verify_receipt_chain(
+            [tokens[0], f"{header}.{richer}.{signature}", tokens[2]], did_for(org), did_for(person)
+        )
+    # a receipt re-issued with other content, even properly signed, breaks the next link
+    from agents.exchange.rewards import receipt_hash
+
+    redone = _receipt(org, did_for(org), person, 0.4, seq=1, prev=receipt_hash(tokens[0]))
+    with pytest.raises(VerificationFailed, match="receipt 2 does not chain"):
+        verify_receipt_chain([tokens[0], redone, tokens[2]], did_for(org), did_for(person))
+    plain = jws_sign(org, json.loads(b64url_decode(tokens[0].split(".")[1]))["vc"])
+    with pytest.raises(VerificationFailed, match="receipt 0: a plain signed token"):
+        verify_receipt_chain([plain], did_for(org), did_for(person))
+
+
+def test_a_reward_receipt_names_the_person_as_its_subject(org, person):
+    token = _chain(org, person, [0.5])[0]
+    vc = json.loads(b64url_decode(token.split(".")[1]))["vc"]
+    assert vc["type"] == ["VerifiableCredential", "RewardReceipt"]
+    assert (vc["issuer"], vc["credentialSubject"]["id"]) == (did_for(org), did_for(person))
+    assert "expirationDate" not in vc
+    receipt = verify_reward_receipt(token, did_for(person), did_for(org))
+    assert (receipt.seq, receipt.prev, receipt.amount) == (0, None, 0.5)
+
+
+def test_a_receipt_issued_by_a_stranger_in_the_organizations_name_is_refused(org, person):
+    token = _receipt(generate_key(), did_for(org), person, 0.5)  # a stranger's key
+    with pytest.raises(VerificationFailed, match="not signed by the organization it names"):
+        verify_reward_receipt(token, did_for(person))
+    with pytest.raises(VerificationFailed, match="expected"):
+        verify_reward_receipt(token, did_for(person), organization=did_for(org))
+    with pytest.raises(VerificationFailed, match="receipt 0: issued by"):
+        verify_receipt_chain([token], did_for(org), did_for(person))

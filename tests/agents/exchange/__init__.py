@@ -28,6 +28,7 @@ from agents.exchange.auth import sign_call
 from agents.exchange.loopback import LoopbackServer, free_port  # noqa: F401 - tests import it here
 from agents.package import write_package
 from identity.keys import did_for, generate_key, jws_sign
+from identity.vc_jwt import LAYOUTS, from_credential, issue_credential
 
 SHAPES = {"w": [4, 3], "b": [3]}
 SECRET = b"s" * 32
@@ -111,7 +112,7 @@ def request_payload(org: Identity, address: str, **overrides: Any) -> dict[str, 
 
 
 def consent_jws(vault: Identity, request_jws: str, request: dict[str, Any], **extra: Any) -> str:
-    """A signed consent receipt for ``request`` by ``vault``."""
+    """A consent receipt credential for ``request`` issued by ``vault``."""
     payload = {
         "type": "ConsentReceipt",
         "id": f"consent-{uuid.uuid4()}",
@@ -125,12 +126,28 @@ def consent_jws(vault: Identity, request_jws: str, request: dict[str, Any], **ex
         "expires": iso(timedelta(days=30)),
     }
     payload.update(extra)
-    return jws_sign(vault.jwk, payload)
+    return credential(vault.jwk, payload)
 
 
-def payload_of(jws: str) -> dict[str, Any]:
-    """The payload of a compact JWS, unverified."""
-    return json.loads(base64.urlsafe_b64decode(jws.split(".")[1] + "=="))
+def credential(jwk: str, payload: dict[str, Any]) -> str:
+    """``payload`` as a VC-JWT signed with ``jwk``: issued by didkit when ``jwk`` is the issuer
+    the payload names, written by hand (a forgery) when it is not."""
+    from tests.fixtures.training_requests import forged_credential
+
+    layout = LAYOUTS[payload["type"]]
+    # consents and revocations name no issuer: a different subject is issued as it stands
+    claimed = payload.get(layout.issuer) if layout.issuer else did_for(jwk)
+    if claimed == did_for(jwk):
+        return issue_credential(jwk, payload)
+    return forged_credential(jwk, payload, claimed)
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    """The flat payload of a credential (or the payload of a plain JWS), unverified."""
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    if isinstance(claims.get("vc"), dict):
+        return from_credential(claims["vc"], claims["vc"]["type"][1])
+    return claims
 
 
 def encode_delta(delta: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -247,10 +264,10 @@ class Exchange:
     folder: Path
 
     def post(self, payload: dict[str, Any], package: bytes, who: Identity | None = None) -> Any:
-        """Sign ``payload`` with the org key and post it with ``package``; the response."""
+        """``payload`` as a credential signed by ``who`` (the org), posted with ``package``."""
         who = who or self.org
         body = {
-            "request": jws_sign(who.jwk, payload),
+            "request": credential(who.jwk, payload),
             "package": base64.b64encode(package).decode(),
             "reward_key": who.jwk,
         }
@@ -265,7 +282,7 @@ class Exchange:
         package = make_package(self.folder, shapes)
 
         payload = request_payload(self.org, package_address(package), **overrides)
-        token = jws_sign(self.org.jwk, payload)
+        token = issue_credential(self.org.jwk, payload)
         body = {
             "request": token,
             "package": base64.b64encode(package).decode(),

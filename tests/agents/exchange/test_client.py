@@ -15,7 +15,7 @@ from agents.exchange.client import ExchangeClient, ExchangeError, ExchangeUnavai
 from agents.exchange.rewards import verify_receipt_chain
 from agents.exchange.server import create_app
 from agents.package import package_address
-from identity.keys import jws_sign
+from identity.vc_jwt import issue_credential
 
 from . import (
     SECRET,
@@ -56,7 +56,7 @@ def test_whole_flow_through_the_client(live, tmp_path):
             "max_update_norm": 10.0,
         },
     )
-    token = jws_sign(org.jwk, request)
+    token = issue_credential(org.jwk, request)
     org_client = ExchangeClient(url, org.jwk)
     vault = identity()
     client = ExchangeClient(url, vault.jwk)
@@ -85,7 +85,7 @@ def test_whole_flow_through_the_client(live, tmp_path):
     assert org_client.status(request["id"])["accepted"] == 1
     # the identical update sent again (a retry after a lost answer) gets the same receipt
     assert again["receipt"] == answer["receipt"]
-    revocation = jws_sign(
+    revocation = issue_credential(
         vault.jwk,
         {
             "type": "ConsentRevocation",

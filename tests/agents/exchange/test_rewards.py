@@ -14,7 +14,8 @@ from agents.exchange.rewards import (
     totals,
     verify_receipt_chain,
 )
-from identity.keys import b64url, b64url_decode, jws_verify
+from identity.keys import b64url, b64url_decode
+from identity.vc_jwt import verify_credential
 from vault.errors import VerificationFailed
 
 from . import (  # noqa: F401
@@ -190,5 +191,5 @@ def test_exchange_pays_per_terms_caps_exactly_and_chains_across_requests(exchang
         (True, 0.1),
     ]
     assert totals(payloads)[(exchange.org.did, first["id"], "EUR")] == 0.7
-    signer, _ = jws_verify(receipts[0])
+    signer, _ = verify_credential(receipts[0], "RewardReceipt")
     assert signer == exchange.org.did

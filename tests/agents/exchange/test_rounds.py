@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from agents.exchange import aggregate
 from agents.exchange.server import create_app
-from identity.keys import jws_sign
+from identity.vc_jwt import issue_credential
 
 from . import (  # noqa: F401
     SECRET,
@@ -169,7 +169,7 @@ def test_identical_update_sent_twice_counts_once(exchange):
 def test_revoked_consent_stops_the_next_update(exchange):
     request, token = exchange.open_request()
     vault, consent = exchange.consenting_vault(request, token)
-    revocation = jws_sign(
+    revocation = issue_credential(
         vault.jwk,
         {
             "type": "ConsentRevocation",

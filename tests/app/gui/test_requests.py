@@ -16,13 +16,14 @@ def add_requests(vault, count: int = 2) -> list[str]:  # noqa: ANN001
     """Sign and add demo requests straight into the inbox (no exchange)."""
     from agents.package import package_address
     from agents.request_check import receive_request
-    from identity.keys import generate_key, jws_sign
+    from identity.keys import generate_key
+    from identity.vc_jwt import issue_credential
 
     org = generate_key()
     ids = []
     for spec in REQUESTS[:count]:
         package = task_package(spec["label"])
-        token = jws_sign(org, request_payload(org, package_address(package), spec, days=10))
+        token = issue_credential(org, request_payload(org, package_address(package), spec, days=10))
         request, _ = receive_request(vault, token, package, "test")
         ids.append(request.id)
     return ids
