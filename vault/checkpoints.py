@@ -5,6 +5,16 @@ Each line is ``{"checkpoint": JWS}``; the JWS payload names the SHA-256 of the l
 and the vault's DID. Because every line fixes the one before it, the file is a hash chain, and
 an old ``vault.db`` copied back (its logs shorter than, or different from, their newest signed
 heads) is detected.
+
+The file is compacted when it grows past ``COMPACT_AFTER`` lines: it is atomically replaced by
+one signed head line whose payload carries, besides ``prev: null``, ``logs``, ``time`` and
+``vault``::
+
+    "compacted": {"lines": <lines it replaces>, "last": <SHA-256 hex of the old last line>}
+
+and ``logs`` holds every log's newest signed size and root, copied from the old file (never
+from the database, so a rolled-back database cannot launder itself into the head). Later
+lines chain to the head as to any line. A compacted head is valid only as the first line.
 """
 
 from __future__ import annotations
@@ -18,10 +28,12 @@ from typing import Any
 
 from identity.keys import b64url_decode, jws_sign, jws_verify
 from vault.errors import VerificationFailed
-from vault.fsutil import append_line
+from vault.fsutil import append_line, atomic_write
 from vault.timeparse import iso_utc
 
 CHECKPOINTS = "checkpoints.jsonl"
+# Past this many lines the file is rewritten as one compacted head (tests lower it).
+COMPACT_AFTER = 10_000
 
 Head = tuple[int, str]  # (tree size, root hex) of one log
 
@@ -37,22 +49,26 @@ class Chain:
 
 
 class CheckpointFile:
-    """Appends signed checkpoints to the file, reads and checks it.
+    """Appends signed checkpoints to the file, reads and checks it, compacts it.
 
-    Writers must hold the database's write lock (BEGIN IMMEDIATE) while they append: that
-    serializes every Tessera process that writes the file, so two never chain onto one line.
+    Writers must hold the database's write lock (BEGIN IMMEDIATE) while they append or
+    compact: that serializes every Tessera process that writes the file, so two of them never
+    chain onto the same line and a compaction never drops a line appended meanwhile.
     """
 
     def __init__(self, folder: Path, jwk: str, did: str) -> None:
         self.path = folder / CHECKPOINTS
         self._jwk = jwk
         self._did = did
+        self._counted: tuple[int, int, int] | None = None  # (inode, bytes, lines)
+        self._retry_compaction_at = 0
 
     # -- writing -------------------------------------------------------------------------
 
     def append(self, logs: dict[str, Head]) -> None:
-        """Sign one checkpoint of ``logs`` (log id -> head) and append it durably."""
+        """Sign one checkpoint of ``logs`` (log id -> head), append it durably, maybe compact."""
         last = _last_line(self.path)
+        lines = self._line_count()
         payload = {
             "prev": hashlib.sha256(last).hexdigest() if last else None,
             "logs": {log_id: {"size": s, "root": r} for log_id, (s, r) in sorted(logs.items())},
@@ -60,6 +76,54 @@ class CheckpointFile:
             "vault": self._did,
         }
         append_line(self.path, json.dumps({"checkpoint": jws_sign(self._jwk, payload)}))
+        stat = self.path.stat()
+        self._counted = (stat.st_ino, stat.st_size, lines + 1)
+        if lines + 1 > COMPACT_AFTER and lines + 1 >= self._retry_compaction_at:
+            try:
+                self.compact()
+            except OSError:
+                # Compaction is housekeeping: the longer file is still whole and valid (the
+                # rewrite replaces it atomically or not at all). Try again a little later.
+                self._retry_compaction_at = lines + 1 + max(1, COMPACT_AFTER // 10)
+
+    def compact(self) -> bool:
+        """Replace the file by one signed head; False (file untouched) when it fails its check.
+
+        A file with problems is left as it is, so that `verify` keeps showing the evidence.
+        """
+        chain = self.read()
+        if chain.problems or chain.last is None:
+            return False
+        payload = {
+            "compacted": {"lines": chain.lines, "last": hashlib.sha256(chain.last).hexdigest()},
+            "prev": None,
+            "logs": {
+                log_id: {"size": size, "root": root}
+                for log_id, (size, root) in sorted(chain.newest.items())
+            },
+            "time": iso_utc(time.time()),
+            "vault": self._did,
+        }
+        line = json.dumps({"checkpoint": jws_sign(self._jwk, payload)}) + "\n"
+        # temp file, fsync, rename, fsync folder: a crash leaves the old file or the new one
+        atomic_write(self.path, line.encode("utf-8"))
+        self._counted = None
+        return True
+
+    def _line_count(self) -> int:
+        """Lines in the file; counted once, then kept while the file is only ours to grow."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return 0
+        if self._counted and self._counted[:2] == (stat.st_ino, stat.st_size):
+            return self._counted[2]
+        lines = 0
+        with open(self.path, "rb") as f:
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+        self._counted = (stat.st_ino, stat.st_size, lines)
+        return lines
 
     # -- reading -------------------------------------------------------------------------
 
@@ -67,8 +131,8 @@ class CheckpointFile:
         """Every log's newest signed head, after checking the chain and every signature.
 
         Problems found: an unreadable line, a broken hash chain (an edited, inserted or removed
-        line), a bad signature, and a log whose signed head goes backwards (an old database
-        restored and then written to).
+        line), a bad signature, a compacted head anywhere but first, and a log whose signed
+        head goes backwards (an old database restored and then written to).
         """
         chain = Chain()
         if not self.path.exists():
@@ -99,6 +163,12 @@ class CheckpointFile:
         expected = hashlib.sha256(previous).hexdigest() if previous is not None else None
         if payload["prev"] != expected:
             chain.problems.append(f"{where}: hash chain broken")
+        if "compacted" in payload:
+            compacted = payload["compacted"]
+            if number != 1:
+                chain.problems.append(f"{where}: a compacted head is valid only as the first line")
+            elif int(compacted["lines"]) < 1 or len(bytes.fromhex(compacted["last"])) != 32:
+                chain.problems.append(f"{where}: malformed compacted head")
         for log_id, head in payload["logs"].items():
             size, root = int(head["size"]), str(head["root"])
             before = chain.newest.get(log_id)
