@@ -205,15 +205,27 @@ class AccessLog:
 
     def _clear(self, heads: dict[str, tuple[int, str]]) -> None:
         for dataset, (size, _) in heads.items():
-            # only if no later append (another process) has moved the log on meanwhile
+            # Only the head that was signed: under the write lock nothing moves a log on, but
+            # a mark must never be cleared for entries that no checkpoint covers.
             self._conn.execute(
                 "UPDATE checkpoint_state SET needs_checkpoint = 0 WHERE dataset = ? AND size = ?",
                 (dataset, size),
             )
 
     def discard_pending(self) -> None:
-        """Forget appends of a transaction that rolled back."""
-        self._pending.clear()
+        """Forget appends of a transaction that rolled back.
+
+        Logs still marked in the database were committed earlier and could not be signed then
+        (the lock was busy): they stay pending.
+        """
+        self._pending = {
+            dataset
+            for dataset in self._pending
+            if self._conn.execute(
+                "SELECT needs_checkpoint FROM checkpoint_state WHERE dataset = ?", (dataset,)
+            ).fetchone()
+            == (1,)
+        }
 
     # -- reading -------------------------------------------------------------------------
 

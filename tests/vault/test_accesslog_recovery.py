@@ -175,3 +175,31 @@ def test_a_vault_at_the_previous_schema_upgrades_and_verifies(
         report = upgraded.verify()
         assert report["ok"], report["problems"]
         assert report["datasets"][DATASET]["entries"] == 5
+
+
+def test_a_busy_lock_after_commit_defers_the_checkpoint_to_the_next_write(
+    vault: Vault, vault_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append(vault, DATASET, 1)
+    vault.conn.execute("PRAGMA busy_timeout = 0")
+    other = sqlcipher3.connect(str(vault_dir / "vault.db"), isolation_level=None)
+    other.execute(f"PRAGMA key = \"x'{vault.data_key.hex()}'\"")
+    publish = AccessLog.publish_checkpoints
+
+    def another_writer_first(self: AccessLog) -> None:
+        other.execute("BEGIN IMMEDIATE")  # between our COMMIT and our checkpoint
+        publish(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AccessLog, "publish_checkpoints", another_writer_first)
+        append(vault, DATASET, 1)  # committed; the checkpoint could not take the lock
+    other.execute("ROLLBACK")
+    other.close()
+    assert marked(vault) == [DATASET]
+    with pytest.raises(RuntimeError), vault.transaction():
+        vault.log.append("location.points", "read", "did:key:z6MkOrg", "doomed")
+        raise RuntimeError("rolled back")
+    append(vault, "location.points", 1)  # the next write signs the deferred log too
+    assert marked(vault) == []
+    report = vault.verify()
+    assert report["ok"], report["problems"]
