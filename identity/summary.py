@@ -8,6 +8,7 @@ guarantee, and what they get for it, without jargon a non-expert would have to l
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
@@ -54,6 +55,17 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def amount_words(value: float, unit: str) -> str:
+    """'1 credit', '2 credits', '1.5 EUR': an amount in an organization's reward unit.
+
+    Units are the organization's words; a plain lowercase plural ("credits", "points") is
+    made singular for exactly 1, anything else ("EUR", "bonus", "gas") is left as it is.
+    """
+    if value == 1 and re.fullmatch(r"[a-z]{3,}[^su]s", unit):
+        unit = unit[:-1]
+    return f"{_number(value)} {unit}"
+
+
 def privacy_words(epsilon: float, delta: float) -> str:
     """The privacy guarantee of (epsilon, delta) in words."""
     factor = math.exp(min(epsilon, 50.0))
@@ -79,9 +91,10 @@ def _reward_words(request: TrainingRequest) -> str:
     unit = reward.unit
     most = min(reward.cap, reward.per_update * request.rounds)
     return (
-        f"{_number(reward.per_update)} {unit} for each accepted round of training, at most "
-        f"{_number(most)} {unit} in all ({request.rounds} rounds, cap {_number(reward.cap)} "
-        f"{unit}). Each payment comes with a receipt signed by the organization."
+        f"{amount_words(reward.per_update, unit)} for each accepted round of training, at most "
+        f"{amount_words(most, unit)} in all ({request.rounds} rounds, cap "
+        f"{amount_words(reward.cap, unit)}). Each payment comes with a receipt signed by the "
+        "organization."
     )
 
 

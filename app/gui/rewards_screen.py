@@ -17,6 +17,7 @@ from app.gui.formatting import local_time, parse_iso, short_did
 from app.gui.session import Session
 from app.gui.widgets import Banner, LazyRefresh, empty_or, fill_table, label, table
 from app.gui.worker import CancelledFn, ProgressFn
+from identity.summary import amount_words
 
 MIN_CHART_SPAN_S = 3600.0
 
@@ -26,7 +27,7 @@ def totals_text(by_organization: list[dict]) -> str:
     units: dict[str, float] = {}
     for row in by_organization:
         units[row["unit"]] = units.get(row["unit"], 0.0) + row["total"]
-    return ", ".join(f"{total:g} {unit}" for unit, total in sorted(units.items())) or "0"
+    return ", ".join(amount_words(total, unit) for unit, total in sorted(units.items())) or "0"
 
 
 def cumulative(receipts: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
@@ -100,7 +101,7 @@ class RewardsScreen(LazyRefresh, QWidget):
         fill_table(
             self.organizations,
             [
-                [o["name"] or short_did(o["organization"]), f"{o['total']:g} {o['unit']}",
+                [o["name"] or short_did(o["organization"]), amount_words(o["total"], o["unit"]),
                  o["receipts"]]
                 for o in book["by_organization"]
             ],
@@ -115,7 +116,7 @@ class RewardsScreen(LazyRefresh, QWidget):
             [
                 [local_time(r["received"]), who(r["organization"]),
                  purposes.get(r["request"], r["request"]), r["round"] + 1,
-                 f"{r['amount']:g} {r['unit']}"]
+                 amount_words(r["amount"], r["unit"])]
                 for r in reversed(book["receipts"])
             ],
         )  # fmt: skip

@@ -348,3 +348,20 @@ def test_a_receipt_issued_by_a_stranger_in_the_organizations_name_is_refused(org
         verify_reward_receipt(token, did_for(person), organization=did_for(org))
     with pytest.raises(VerificationFailed, match="receipt 0: issued by"):
         verify_receipt_chain([token], did_for(org), did_for(person))
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "words"),
+    [
+        (1, "credits", "1 credit"),
+        (2, "credits", "2 credits"),
+        (1.5, "points", "1.5 points"),
+        (1, "EUR", "1 EUR"),
+        (1, "bonus", "1 bonus"),
+        (1, "class", "1 class"),
+    ],
+)
+def test_reward_amounts_read_as_words(value: float, unit: str, words: str) -> None:
+    from identity.summary import amount_words
+
+    assert amount_words(value, unit) == words
