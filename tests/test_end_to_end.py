@@ -22,8 +22,9 @@ def test_the_whole_loop(tmp_path):
 
     # the model improves on held-out data, round after round
     losses = facts["losses"]
-    assert len(losses) == 4
-    assert losses[-1] < 0.2 * losses[0]
+    story = "\n".join(lines)  # the demo's own account of each round, for a failure message
+    assert len(losses) == 4, story
+    assert losses[-1] < 0.2 * losses[0], story
     assert losses[1] < losses[0]
 
     alice, bob, carol = (facts["people"][n] for n in ("alice", "bob", "carol"))
