@@ -8,6 +8,11 @@ checkpoint (log id, tree size, root, time) with its DID key, appends it to `chec
 detected, and then clears the marks. A crash between the commit and the append leaves the
 marks set, and the next unlock signs what they point to. Checkpoints name a log by an HMAC of
 the dataset name, so the file leaks no dataset names.
+
+`verify` checks each log against every head the file has ever signed for it, not only the
+newest: an old database restored and then grown past its newest head in one write gets a
+newest head that matches it, and only the older heads show that its first entries changed.
+One pass over a log's leaves, with a compact range, gives its root at every signed size.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from identity.keys import canonical_json, jws_sign, jws_verify
-from vault.checkpoints import CheckpointFile
+from vault.checkpoints import Chain, CheckpointFile, Head
 from vault.db import Connection, DatabaseError
 from vault.errors import DatasetNotFound, VerificationFailed
 from vault.merkle import (
@@ -39,6 +45,72 @@ ENTRY_FIELDS = ("seq", "time", "actor", "action", "purpose", "consent", "task", 
 
 
 @dataclass
+class _Walk:
+    """One pass over a log: its size and root, and how it compares with its signed heads."""
+
+    size: int
+    root: bytes
+    damage: list[str]  # entries missing, or changed under their leaf hash
+    disagreement: str | None  # the first signed head its prefix differs from
+    signed_size: int  # the largest size ever signed for it (0: none)
+
+    def contradictions(self) -> list[str]:
+        """Where the log contradicts its signed heads (what `verify` and compaction refuse)."""
+        found = [self.disagreement] if self.disagreement else []
+        if self.signed_size > self.size:
+            found.append(
+                f"database is behind the signed checkpoint (log has {self.size} entries, the"
+                f" checkpoint {self.signed_size}): an old vault.db was restored or entries were"
+                " removed"
+            )
+        return found
+
+
+def _walk(rows: Iterable[tuple[int, bytes, bytes]], signed: dict[Head, str]) -> _Walk:
+    """Stream a log's (seq, entry, leaf) rows once, comparing its root at every signed size.
+
+    ``signed`` maps each (size, root hex) ever signed for the log to when it was signed. The
+    first disagreement is reported in size order: later heads usually differ for the same
+    reason.
+    """
+    checks = sorted(signed.items())  # by size; one size signed twice with two roots: both
+    damage: list[str] = []
+    disagreement: str | None = None
+    frontier: Frontier = []
+    size = 0
+    k = 0
+
+    def compare() -> None:
+        nonlocal k, disagreement
+        actual = frontier_root(frontier).hex()
+        while k < len(checks) and checks[k][0][0] == size:
+            (_, signed_root), signed_at = checks[k]
+            k += 1
+            if disagreement is None and signed_root != actual:
+                disagreement = (
+                    f"entries before #{size} differ from what was signed at {signed_at}: the"
+                    " database was replaced or edited"
+                )
+
+    next_size = checks[0][0][0] if checks else -1
+    if next_size == 0:
+        compare()
+        next_size = checks[k][0][0] if k < len(checks) else -1
+    for seq, entry, leaf in rows:
+        if seq != size:
+            damage.append(f"entry {size} is missing")
+        if leaf_hash(entry) != leaf:
+            damage.append(f"entry {seq} was changed")
+        frontier = frontier_append(frontier, leaf)
+        size += 1
+        if size == next_size:
+            compare()
+            next_size = checks[k][0][0] if k < len(checks) else -1
+    signed_size = checks[-1][0][0] if checks else 0
+    return _Walk(size, frontier_root(frontier), damage, disagreement, signed_size)
+
+
+@dataclass
 class LogReport:
     """What `verify` found for one dataset's log."""
 
@@ -53,7 +125,7 @@ class AccessLog:
 
     def __init__(self, conn: Connection, folder: Path, jwk: str, did: str, id_key: bytes) -> None:
         self._conn = conn
-        self._file = CheckpointFile(folder, jwk, did)
+        self._file = CheckpointFile(folder, jwk, did, check=self._contradictions)
         self._jwk = jwk
         self._did = did
         self._id_key = id_key
@@ -146,8 +218,9 @@ class AccessLog:
         Signing what the database holds is sound: it is encrypted and authenticated under the
         data key, so nobody without the key can have added entries to it. The one thing a
         database copy can do is roll a log back, so a log whose signed head in the file is
-        longer than, or not a prefix of, the database's is left marked and unsigned for
-        `verify` to report, and nothing is signed on top of a file that fails its own check.
+        longer than the database's, or that is not a prefix of it, is left marked and unsigned
+        for `verify` to report (every head the file signs, not only the newest), and nothing is
+        signed on top of a file that fails its own check.
         Anything that goes wrong here leaves the marks for the next unlock: opening the vault
         must not fail over it.
         """
@@ -168,12 +241,13 @@ class AccessLog:
                 "SELECT dataset FROM checkpoint_state WHERE needs_checkpoint = 1 ORDER BY 1"
             ).fetchall():
                 head = self._head(dataset)
-                signed = chain.newest.get(self.log_id(dataset))
+                log_id = self.log_id(dataset)
+                signed = chain.newest.get(log_id)
                 if signed == head:
                     covered[dataset] = head  # the line was written, the crash came before the clear
                 elif signed is None or (
                     signed[0] < head[0]
-                    and root(self._leaves(dataset)[: signed[0]]).hex() == signed[1]
+                    and not self._walk(dataset, chain.signed[log_id]).contradictions()
                 ):
                     heads[dataset] = head
             if chain.problems:
@@ -242,6 +316,27 @@ class AccessLog:
             raise DatasetNotFound(f"no access history for dataset {dataset!r}")
         return [{k: json.loads(r[0]).get(k) for k in ENTRY_FIELDS} for r in rows]
 
+    def _walk(self, dataset: str, signed: dict[Head, str]) -> _Walk:
+        rows = self._conn.execute(
+            "SELECT seq, entry, leaf FROM access_log WHERE dataset = ? ORDER BY seq", (dataset,)
+        )
+        return _walk(rows, signed)
+
+    def _contradictions(self, chain: Chain) -> list[str]:
+        """Where the database contradicts a head ``chain`` signs; compaction checks this.
+
+        A log signed at one head only is skipped: the compacted head keeps that head, so
+        `verify` still sees any contradiction, and the check costs a pass over its leaves.
+        """
+        found: list[str] = []
+        for dataset in self.datasets():
+            signed = chain.signed.get(self.log_id(dataset), {})
+            if len(signed) > 1:
+                found.extend(
+                    f"{dataset}: {p}" for p in self._walk(dataset, signed).contradictions()
+                )
+        return found
+
     def _leaves(self, dataset: str) -> list[bytes]:
         return [
             r[0]
@@ -279,55 +374,36 @@ class AccessLog:
     # -- verification --------------------------------------------------------------------
 
     def verify(self) -> tuple[dict[str, LogReport], list[str]]:
-        """Recompute every log's root and check it against its newest signed checkpoint."""
+        """Recompute every log's root and check it against every head ever signed for it."""
         chain = self._file.read()
         problems = list(chain.problems)
-        newest = dict(chain.newest)
+        signed = dict(chain.signed)
         reports: dict[str, LogReport] = {}
         for dataset in self.datasets():
-            report = self._verify_one(dataset, newest.pop(self.log_id(dataset), None))
+            report = self._verify_one(dataset, signed.pop(self.log_id(dataset), {}))
             reports[dataset] = report
             problems.extend(f"{dataset}: {p}" for p in report.problems)
-        if newest:
+        if signed:
             problems.append(
-                f"{len(newest)} signed log(s) are missing from the database (an old vault.db?)"
+                f"{len(signed)} signed log(s) are missing from the database (an old vault.db?)"
             )
         return reports, problems
 
-    def _verify_one(self, dataset: str, checkpoint: tuple[int, str] | None) -> LogReport:
-        problems: list[str] = []
-        leaves: list[bytes] = []
-        rows = self._conn.execute(
-            "SELECT seq, entry, leaf FROM access_log WHERE dataset = ? ORDER BY seq", (dataset,)
-        )
-        for seq, entry, leaf in rows:
-            if seq != len(leaves):
-                problems.append(f"entry {len(leaves)} is missing")
-            if leaf_hash(entry) != leaf:
-                problems.append(f"entry {seq} was changed")
-            leaves.append(leaf)
-        tree_root = root(leaves)
+    def _verify_one(self, dataset: str, signed: dict[Head, str]) -> LogReport:
+        walk = self._walk(dataset, signed)
+        problems = list(walk.damage)
         size, stored = self._state(dataset)
-        if size != len(leaves) or frontier_root(stored) != tree_root:
+        if size != walk.size or frontier_root(stored) != walk.root:
             problems.append("log head does not match its recorded state")
-        if checkpoint is None:
+        if not signed:
             problems.append("no signed checkpoint covers this log")
-        else:
-            signed_size, signed_root = checkpoint
-            if signed_size > len(leaves):
-                problems.append(
-                    f"database is behind the signed checkpoint (log has {len(leaves)} entries,"
-                    f" the checkpoint {signed_size}): an old vault.db was restored or entries"
-                    " were removed"
-                )
-            elif root(leaves[:signed_size]).hex() != signed_root:
-                problems.append(f"log differs from the signed checkpoint at size {signed_size}")
-            elif signed_size < len(leaves):
-                problems.append(
-                    f"{len(leaves) - signed_size} newest entries are not covered by a signed"
-                    " checkpoint"
-                )
-        return LogReport(len(leaves), tree_root.hex(), not problems, problems)
+        problems.extend(walk.contradictions())
+        if signed and walk.signed_size < walk.size:
+            problems.append(
+                f"{walk.size - walk.signed_size} newest entries are not covered by a signed"
+                " checkpoint"
+            )
+        return LogReport(walk.size, walk.root.hex(), not problems, problems)
 
 
 def check_proof(proof: dict[str, Any]) -> dict[str, Any]:

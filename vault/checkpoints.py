@@ -3,8 +3,8 @@
 Each line is ``{"checkpoint": JWS}``; the JWS payload names the SHA-256 of the line before it
 (``prev``, null on the first line), the newest size and root of the logs it covers, the time
 and the vault's DID. Because every line fixes the one before it, the file is a hash chain, and
-an old ``vault.db`` copied back (its logs shorter than, or different from, their newest signed
-heads) is detected.
+an old ``vault.db`` copied back (its logs shorter than, or different from, any head signed for
+them) is detected.
 
 The file is compacted when it grows past ``COMPACT_AFTER`` lines: it is atomically replaced by
 one signed head line whose payload carries, besides ``prev: null``, ``logs``, ``time`` and
@@ -13,8 +13,14 @@ one signed head line whose payload carries, besides ``prev: null``, ``logs``, ``
     "compacted": {"lines": <lines it replaces>, "last": <SHA-256 hex of the old last line>}
 
 and ``logs`` holds every log's newest signed size and root, copied from the old file (never
-from the database, so a rolled-back database cannot launder itself into the head). Later
-lines chain to the head as to any line. A compacted head is valid only as the first line.
+from the database, so a rolled-back database cannot launder itself into the head), with the
+``time`` it was first signed. Later lines chain to the head as to any line. A compacted head
+is valid only as the first line.
+
+Compaction drops the older heads, and with them the evidence against a database that was
+rolled back and then grown past its newest head in one write (only the older heads can show
+that its first entries changed). So the file is not compacted while it fails its own check,
+or while the database disagrees with any head it signs (the ``check`` given by the access log).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,8 @@ class Chain:
     """What a full read of the checkpoint file found."""
 
     newest: dict[str, Head] = field(default_factory=dict)
+    # every distinct head each log was ever signed at, with the time it was first signed
+    signed: dict[str, dict[Head, str]] = field(default_factory=dict)
     lines: int = 0
     last: bytes | None = None
     problems: list[str] = field(default_factory=list)
@@ -56,10 +65,18 @@ class CheckpointFile:
     chain onto the same line and a compaction never drops a line appended meanwhile.
     """
 
-    def __init__(self, folder: Path, jwk: str, did: str) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        jwk: str,
+        did: str,
+        check: Callable[[Chain], list[str]] | None = None,
+    ) -> None:
+        """``check(chain)`` names where the database disagrees with the signed heads."""
         self.path = folder / CHECKPOINTS
         self._jwk = jwk
         self._did = did
+        self._check = check
         self._counted: tuple[int, int, int] | None = None  # (inode, bytes, lines)
         self._retry_compaction_at = 0
 
@@ -80,25 +97,31 @@ class CheckpointFile:
         self._counted = (stat.st_ino, stat.st_size, lines + 1)
         if lines + 1 > COMPACT_AFTER and lines + 1 >= self._retry_compaction_at:
             try:
-                self.compact()
+                compacted = self.compact()
             except OSError:
                 # Compaction is housekeeping: the longer file is still whole and valid (the
-                # rewrite replaces it atomically or not at all). Try again a little later.
+                # rewrite replaces it atomically or not at all).
+                compacted = False
+            if not compacted:
+                # Try again a little later: a refused file costs a full read and check.
                 self._retry_compaction_at = lines + 1 + max(1, COMPACT_AFTER // 10)
 
     def compact(self) -> bool:
         """Replace the file by one signed head; False (file untouched) when it fails its check.
 
-        A file with problems is left as it is, so that `verify` keeps showing the evidence.
+        A file with problems, or one that the database disagrees with at any signed head, is
+        left as it is, so that `verify` keeps showing the evidence.
         """
         chain = self.read()
         if chain.problems or chain.last is None:
+            return False
+        if self._check is not None and self._check(chain):
             return False
         payload = {
             "compacted": {"lines": chain.lines, "last": hashlib.sha256(chain.last).hexdigest()},
             "prev": None,
             "logs": {
-                log_id: {"size": size, "root": root}
+                log_id: {"size": size, "root": root, "time": chain.signed[log_id][(size, root)]}
                 for log_id, (size, root) in sorted(chain.newest.items())
             },
             "time": iso_utc(time.time()),
@@ -128,7 +151,7 @@ class CheckpointFile:
     # -- reading -------------------------------------------------------------------------
 
     def read(self) -> Chain:
-        """Every log's newest signed head, after checking the chain and every signature.
+        """Every log's signed heads, after checking the chain and every signature.
 
         Problems found: an unreadable line, a broken hash chain (an edited, inserted or removed
         line), a bad signature, a compacted head anywhere but first, and a log whose signed
@@ -171,6 +194,9 @@ class CheckpointFile:
                 chain.problems.append(f"{where}: malformed compacted head")
         for log_id, head in payload["logs"].items():
             size, root = int(head["size"]), str(head["root"])
+            # a compacted head keeps when each log's head was first signed (older ones did not)
+            signed_at = str(head.get("time", payload["time"]))
+            chain.signed.setdefault(log_id, {}).setdefault((size, root), signed_at)
             before = chain.newest.get(log_id)
             if before and (size < before[0] or (size == before[0] and root != before[1])):
                 chain.problems.append(

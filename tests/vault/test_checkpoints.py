@@ -83,8 +83,9 @@ def test_past_the_threshold_the_file_is_one_head_and_newer_lines(
     }
     newest: dict[str, dict] = {}
     for line in old:
-        newest.update(payload(line)["logs"])
-    assert head["logs"] == newest
+        claims = payload(line)
+        newest.update({log: {**h, "time": claims["time"]} for log, h in claims["logs"].items()})
+    assert head["logs"] == newest  # each log's newest head, with when it was signed
     assert set(head["logs"]) == {vault.log.log_id(d) for d in DATASETS}
     assert payload(now[1])["prev"] == hashlib.sha256(now[0].encode()).hexdigest()
     assert problems(vault) == []
@@ -216,6 +217,71 @@ def test_a_crash_before_publishing_is_signed_at_unlock_after_compaction(
     with monkeypatch.context() as patch:
         patch.setattr(AccessLog, "publish_checkpoints", lambda self: None)
         write(vault, 1, DATASETS[1])
+    vault.close()
+    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
+        assert problems(reopened) == []
+
+
+def restore_after(vault: Vault, vault_dir: Path, transactions: int) -> None:
+    """Save the database, write ``transactions`` more on one log, then copy the saved one back."""
+    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    vault.close()
+    saved = vault_dir.parent / "old.db"
+    shutil.copy(vault_dir / "vault.db", saved)
+    with Vault.unlock(vault_dir, PASSPHRASE) as later:
+        write(later, transactions, DATASETS[0])
+        later.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(saved, vault_dir / "vault.db")
+
+
+def grow_at_once(vault: Vault, n: int) -> None:
+    """One transaction of ``n`` entries on one log: one checkpoint line."""
+    with vault.transaction():
+        for i in range(n):
+            vault.log.append(DATASETS[0], "export", vault.did, f"export {i}", rows=i)
+
+
+def test_an_old_database_grown_past_a_compacted_head_in_one_write_is_detected(
+    vault: Vault, vault_dir: Path
+) -> None:
+    write(vault, 2, DATASETS[0])
+    log_id = vault.log.log_id(DATASETS[0])
+    restore_after(vault, vault_dir, THRESHOLD)  # sizes 3..7 signed; compacted at line 6
+    head = payload(lines(vault_dir)[0])
+    assert "compacted" in head
+    lost = head["logs"][log_id]  # the only trace left of sizes 3 to 6
+    assert lost["size"] == THRESHOLD + 1
+
+    with Vault.unlock(vault_dir, PASSPHRASE) as restored:
+        grow_at_once(restored, 2 * THRESHOLD)  # past every signed head, and signed itself
+        found = problems(restored)
+
+    assert [p for p in found if "differ" in p] == [
+        f"{DATASETS[0]}: entries before #{THRESHOLD + 1} differ from what was signed at"
+        f" {lost['time']}: the database was replaced or edited"
+    ], found
+
+
+def test_a_file_the_database_disagrees_with_is_not_compacted(vault: Vault, vault_dir: Path) -> None:
+    write(vault, 2, DATASETS[0])
+    restore_after(vault, vault_dir, 2)  # sizes 3 and 4 signed, then lost
+    with Vault.unlock(vault_dir, PASSPHRASE) as restored:
+        grow_at_once(restored, 4)  # line 5: size 6, matching the restored log
+        write(restored, 3)  # past the threshold: compacting would drop sizes 3 and 4
+        assert len(lines(vault_dir)) == 5 + 3
+        assert not any("compacted" in payload(line) for line in lines(vault_dir))
+        assert not restored.log._file.compact()  # asked directly, too
+        found = problems(restored)
+    assert any(f"{DATASETS[0]}: entries before #3 differ" in p for p in found), found
+
+
+def test_an_honest_history_verifies_across_compactions(vault: Vault, vault_dir: Path) -> None:
+    for round_ in range(4 * THRESHOLD):
+        grow_at_once(vault, 1 + round_ % 3)
+        if round_ % 4 == 0:
+            write(vault, 2)  # both logs
+        assert problems(vault) == [], round_
+    assert "compacted" in payload(lines(vault_dir)[0])
     vault.close()
     with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
         assert problems(reopened) == []
