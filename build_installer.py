@@ -603,6 +603,7 @@ def smoke() -> dict[str, object]:
             "smoke": "ok",
             "cold_version_ms": cold_version_ms,
             "cold_first_window_ms": first_window_ms,
+            "sandbox": {k: trained[k] for k in ("network_isolation", "syscall_filter")},
             "screenshots": len(pngs),
             "x11_screenshots": x11_screenshots if x11_screenshots is not None else "no Xvfb",
         }

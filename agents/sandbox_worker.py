@@ -8,13 +8,16 @@ main()'`` in a fresh empty directory with a minimal environment and one shared-m
   so no socket can reach anything (enforced by the kernel). Where the kernel refuses (some
   distributions and containers), it says so in its first message and falls back to replacing
   ``socket.socket`` and friends, which only stops Python code; ONNX Runtime itself opens no
-  sockets, but native code could. There is no seccomp filter;
+  sockets, but native code could;
 - sets ``PR_SET_NO_NEW_PRIVS``, RLIMIT_AS (the memory limit), RLIMIT_FSIZE 0 (no file can grow:
   the child writes nothing to disk) and RLIMIT_CORE 0. With CUDA, RLIMIT_AS is left off (the
   driver reserves far more address space than any limit) and the GPU arena is capped instead.
 
-Files the user can read stay readable to it; what it learns can only leave through the shared
-memory, whose content the parent treats as untrusted numbers (clipped per example, then noised).
+Before ONNX Runtime sees the model, a seccomp filter (``agents/syscall_filter.py``) refuses
+new files, processes and sockets, so a model that takes over ONNX Runtime cannot read the
+user's files either; where libseccomp is missing the child says so in its first message. What
+it knows can only leave through the shared memory, whose content the parent copies and treats
+as untrusted numbers (clipped per example, then noised).
 Messages to the parent are one JSON line each, never pickles. The wall-time limit is enforced
 by the parent, which kills the child.
 """
@@ -29,6 +32,8 @@ import signal
 import struct
 import sys
 from typing import Any, BinaryIO
+
+from agents import syscall_filter
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
@@ -202,6 +207,12 @@ def main() -> None:
     try:
         import mmap
 
+        import numpy  # noqa: F401 - imports open files: all of them before the filter
+        import onnxruntime  # noqa: F401
+
+        # The model is in memory and nothing of it has run: from here on the child needs no
+        # new files, processes or sockets, not even while ONNX Runtime builds the session.
+        syscalls = "none (CUDA opens devices while running)" if cuda else syscall_filter.install()
         region = mmap.mmap(config["fd"], config["size"])
         inputs, outputs = config["inputs"], config["outputs"]
         arrays = views(region, inputs + outputs)
@@ -222,6 +233,7 @@ def main() -> None:
         out,
         ok=True,
         network=network,
+        syscalls=syscalls,
         memory=memory,
         torch_loaded="torch" in sys.modules,
         providers=executor.session.get_providers(),

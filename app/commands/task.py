@@ -218,6 +218,7 @@ def run_cmd(
         "examples": int(features.shape[0]),
         "device": device,
         "network_isolation": outcome.sandbox.get("network"),
+        "syscall_filter": outcome.sandbox.get("syscalls"),
         "epsilon_spent": ledger.spent(),
         "epsilon_budget": epsilon_budget,
         "delta": delta,
