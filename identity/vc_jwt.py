@@ -1,10 +1,10 @@
-"""W3C Verifiable Credentials in VC-JWT form, issued and verified with didkit.
+"""W3C Verifiable Credentials in VC-JWT form, as didkit issues and verifies them.
 
 Our credentials travel as flat payloads (``{"type": "ConsentReceipt", "id": ..., "subject":
 ..., "issued": ..., ...}``, the shapes in ``agents.exchange``). On the wire each is a VC Data
 Model 1.1 credential signed as a JWT (``alg: EdDSA``, ``kid`` = the signer's did:key
-verification method) by ``didkit.issue_credential``. :data:`LAYOUTS` says, per kind, which
-payload fields become the credential's own properties:
+verification method), as ``didkit.issue_credential`` writes it. :data:`LAYOUTS` says, per
+kind, which payload fields become the credential's own properties:
 
 - ``type`` -> ``["VerifiableCredential", kind]``;
 - the signer's DID -> ``issuer``; a request's own ``issuer`` field is that property (a request
@@ -16,45 +16,37 @@ payload fields become the credential's own properties:
   ``issuanceDate``; ``expires`` -> ``expirationDate``;
 - everything else -> ``credentialSubject``.
 
-didkit mirrors these into the JWT claims ``iss``, ``sub``, ``jti``, ``nbf`` and ``exp`` and
-keeps the whole credential under ``vc``. :func:`verify_credential` refuses a token that is not
-such a JWT (an old plain JWS included), whose claims disagree with the ``vc`` body, whose
-``kid`` is not its issuer's, of another kind, or on which didkit reports any error, and gives
-back the flat payload again, so callers check fields as before.
+The JWT claims are those of the VC-JWT encoding (VC Data Model 1.1, section 6.3.1) exactly as
+didkit writes them: ``iss``, ``sub``, ``jti``, ``nbf`` and ``exp`` mirror the credential, which
+stays whole under ``vc``. :func:`verify_credential` refuses a token that is not such a JWT (an
+old plain JWS included), whose claims disagree with the ``vc`` body, whose ``kid`` is not its
+issuer's, of another kind, or whose Ed25519 signature by the issuer's did:key does not check,
+and gives back the flat payload again, so callers check fields as before. Time policy (clock
+skew, expiry, reading an expired credential from the history) stays with the caller.
 
-Time policy stays with the caller (clock skew, expiry, reading an expired credential from the
-history). didkit refuses a JWT outside its ``nbf``..``exp`` window by its own clock, without a
-reason; so the ``nbf`` check is handed to the caller (didkit's ``created`` option is the token's
-own ``nbf``), and a credential that has already expired has its Ed25519 signature checked
-directly (``identity.keys.verify``), after the same structural checks.
-
-didkit's Python API is async; :func:`_run` is the one sync bridge, safe from plain threads
-(FastAPI runs ``def`` routes in a thread pool, Qt in its workers) and from inside a running
-event loop (it then runs on a thread of its own).
+Signing and checking run here, with the same Ed25519 code as every other signature in the
+vault, not through didkit's async API: a process that had used it died at exit in about one
+run in seven (didkit's tokio threads still touching Python while the interpreter finalized:
+"PyGILState_Release ... must be current"), after its work was done. didkit remains the
+reference: the tests check that didkit verifies the credentials issued here and that credentials
+issued by didkit verify here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
-import didkit
-
-from identity.keys import b64url_decode, did_for, verify
+from identity.keys import b64url, b64url_decode, did_for, sign, verify
 from vault.errors import TesseraError, VerificationFailed
 
-T = TypeVar("T")
 MAX_TOKEN_BYTES = 64 * 1024
 CONTEXT = "https://www.w3.org/2018/credentials/v1"
 ID_PREFIX = "urn:tessera:"
-_VERIFY_OPTIONS = {"proofFormat": "jwt", "proofPurpose": "assertionMethod"}
 
 
 @dataclass(frozen=True)
@@ -77,20 +69,6 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def _run(call: Callable[[], Awaitable[T]]) -> T:
-    """Run one didkit coroutine to its end from synchronous code."""
-
-    async def main() -> T:
-        return await call()  # didkit's awaitables need a running loop when they are made
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result()
-
-
 def _epoch(value: Any, what: str) -> float:
     if not isinstance(value, str) or not value.endswith("Z"):
         raise VerificationFailed(f"{what} must be an ISO 8601 UTC time ending in Z")
@@ -98,10 +76,6 @@ def _epoch(value: Any, what: str) -> float:
         return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
     except ValueError:
         raise VerificationFailed(f"{what} is not a valid time: {value[:40]!r}") from None
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------- issuing
@@ -137,18 +111,24 @@ def to_credential(payload: Mapping[str, Any], issuer: str) -> dict[str, Any]:
 
 def issue_credential(jwk: str, payload: Mapping[str, Any]) -> str:
     """A VC-JWT of the flat ``payload`` (its ``type`` picks the layout), signed by ``jwk``."""
-    credential = to_credential(payload, did_for(jwk))
+    issuer = did_for(jwk)
+    credential = to_credential(payload, issuer)
+    header = {"alg": "EdDSA", "kid": f"{issuer}#{issuer.removeprefix('did:key:')}"}
+    claims: dict[str, Any] = {}
+    if "expirationDate" in credential:
+        claims["exp"] = _epoch(credential["expirationDate"], "expires")
+    claims |= {"iss": issuer, "nbf": _epoch(credential["issuanceDate"], "issued")}
+    if "id" in credential:
+        claims["jti"] = credential["id"]
+    if "id" in credential["credentialSubject"]:
+        claims["sub"] = credential["credentialSubject"]["id"]
+    claims["vc"] = credential
+    signing_input = f"{_json64(header)}.{_json64(claims)}"
+    return f"{signing_input}.{b64url(sign(jwk, signing_input.encode('ascii')))}"
 
-    async def issue() -> str:
-        method = await didkit.key_to_verification_method("key", jwk)
-        options = {"proofFormat": "jwt", "verificationMethod": method}
-        options["proofPurpose"] = "assertionMethod"
-        return await didkit.issue_credential(json.dumps(credential), json.dumps(options), jwk)
 
-    try:
-        return _run(issue)
-    except didkit.DIDKitException as exc:
-        raise TesseraError(f"could not issue the {credential['type'][1]}: {exc}") from None
+def _json64(value: Any) -> str:
+    return b64url(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------- verifying
@@ -235,30 +215,13 @@ def from_credential(credential: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return payload
 
 
-def _didkit_errors(token: str, nbf: float) -> list[str]:
-    # ``created`` moves didkit's not-before instant to the token's own nbf: skew is ours
-    options = {**_VERIFY_OPTIONS, "created": _iso(math.ceil(nbf))}
-
-    async def check() -> str:
-        return await didkit.verify_credential(token, json.dumps(options))
-
-    try:
-        result = json.loads(_run(check))
-    except didkit.DIDKitException as exc:
-        return [str(exc)]
-    errors = result.get("errors") if isinstance(result, dict) else ["no verification result"]
-    if not isinstance(errors, list) or (not errors and not result.get("checks")):
-        return [str(errors or "nothing was checked")]
-    return [str(e) for e in errors]
-
-
 def verify_credential(
     token: Any, kind: str, expected_did: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """(issuer DID, flat payload) of a VC-JWT of ``kind``; VerificationFailed with a reason.
 
-    ``expected_did``, when given, must be the issuer. Times are not judged here beyond the
-    signature window (see the module docstring): the caller checks issuance and expiry.
+    ``expected_did``, when given, must be the issuer. Times are not judged here: the caller
+    checks issuance and expiry.
     """
     header, claims, signing_input = _decode(token)
     credential = _credential(claims, kind)
@@ -270,19 +233,12 @@ def verify_credential(
     if expected_did is not None and issuer != expected_did:
         raise VerificationFailed(f"issued by {issuer}, expected {expected_did}")
     payload = from_credential(credential, kind)
-    exp = claims.get("exp")
-    if exp is not None and exp <= time.time() + 1:
-        # expired by didkit's clock: it would refuse without checking; check the signature
-        try:
-            signature = b64url_decode(token.rpartition(".")[2])
-        except ValueError:
-            raise VerificationFailed("malformed signature") from None
+    try:
+        signature = b64url_decode(token.rpartition(".")[2])
+    except ValueError:
+        raise VerificationFailed("malformed signature") from None
+    try:
         verify(issuer, signing_input.encode("ascii"), signature)
-        return issuer, payload
-    errors = _didkit_errors(token, float(claims.get("nbf") or 0))
-    if errors:
-        reason = "; ".join(errors)
-        if "signature" in reason:
-            raise VerificationFailed(f"bad signature by {issuer} ({reason})")
-        raise VerificationFailed(f"the credential does not verify ({reason})")
+    except VerificationFailed as exc:
+        raise VerificationFailed(f"bad signature by {issuer} ({exc})") from None
     return issuer, payload
