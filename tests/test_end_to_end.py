@@ -25,7 +25,7 @@ def test_the_whole_loop(tmp_path):
     story = "\n".join(lines)  # the demo's own account of each round, for a failure message
     assert len(losses) == 4, story
     assert losses[-1] < 0.2 * losses[0], story
-    assert losses[1] < losses[0]
+    assert losses[1] < losses[0], story
 
     alice, bob, carol = (facts["people"][n] for n in ("alice", "bob", "carol"))
     # Carol denied: nothing of hers was ever read, her logs hold only her own imports

@@ -15,6 +15,7 @@ import contextlib
 import random
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -241,6 +242,22 @@ def _entries(vault: Any, dataset: str) -> list[dict[str, Any]]:
         return []
 
 
+def _wait_for_round(client: Any, request_id: str, index: int, timeout: float = 60.0) -> None:
+    """Wait until the exchange has opened round ``index`` (or closed the request).
+
+    The exchange aggregates in the background after answering the update that made a round
+    due, so a model fetched at once may still be the previous round's.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        view = client.current_round(request_id)
+        if view["closed"] or view["round"] >= index:
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the exchange did not open round {index + 1} in time")
+        time.sleep(0.05)
+
+
 def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[str, Any]:
     """Run the story in ``folder``; return the facts (losses, reads, rewards, checks)."""
     from agents.exchange.client import ExchangeClient
@@ -287,6 +304,7 @@ def run_demo(folder: Path, device: str = "auto", say: Say = click.echo) -> dict[
         for rnd in range(3):
             for vault, client in people.values():
                 run_due_rounds(vault, client, device=device)
+            _wait_for_round(org_client, request_id, rnd + 1)
             loss = held_out_loss(package, org_client.model(request_id))
             facts["losses"].append(loss)
             say(f"6. Round {rnd + 1} done: held-out error {loss:.3f}")
