@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from identity.keys import b64url, b64url_decode, canonical_json
 from tests.conftest import PASSPHRASE
+from tests.vault.rollback import copied_back
 from vault.accesslog import check_proof
 from vault.core import Vault
 from vault.errors import VerificationFailed
@@ -84,14 +84,8 @@ def test_a_bad_checkpoint_signature_is_detected(vault: Vault, vault_dir: Path) -
 
 def test_an_old_database_copied_back_is_detected(vault: Vault, vault_dir: Path) -> None:
     append(vault, "health.step_count", 2)
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
-        append(reopened, "health.step_count", 3)
-        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(saved, vault_dir / "vault.db")
+    with copied_back(vault, vault_dir) as later:
+        append(later, "health.step_count", 3)
     with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
         report = rolled_back.verify()
     assert not report["ok"]
@@ -166,14 +160,8 @@ def test_a_forged_checkpoint_stays_detected_after_later_writes_chain_onto_it(
 
 def test_an_old_database_restored_and_written_to_is_detected(vault: Vault, vault_dir: Path) -> None:
     append(vault, "health.step_count", 2)
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
-        append(reopened, "health.step_count", 3)
-        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(saved, vault_dir / "vault.db")
+    with copied_back(vault, vault_dir) as later:
+        append(later, "health.step_count", 3)
     with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
         append(rolled_back, "health.step_count", 1)  # its newest checkpoint now matches the DB
         report = rolled_back.verify()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import sqlcipher3
 
 from identity.keys import b64url_decode
 from tests.conftest import PASSPHRASE
+from tests.vault.rollback import copied_back
 from vault.accesslog import AccessLog
 from vault.core import Vault
 from vault.schema import SCHEMA_VERSION
@@ -137,14 +137,8 @@ def test_an_old_database_with_a_mark_is_not_signed_at_unlock(
     monkeypatch.setattr(AccessLog, "publish_checkpoints", lambda self: None)
     append(vault, DATASET, 1)  # committed and marked, never signed
     monkeypatch.undo()
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
-        append(reopened, DATASET, 3)  # the file now vouches for 6 entries
-        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(saved, vault_dir / "vault.db")
+    with copied_back(vault, vault_dir) as later:
+        append(later, DATASET, 3)  # the file now vouches for 6 entries
     written = lines(vault_dir)
 
     with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:

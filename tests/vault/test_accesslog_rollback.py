@@ -4,15 +4,13 @@ newest checkpoint matches it, so verify checks every head the file ever signed."
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from identity.keys import b64url_decode
 from tests.conftest import PASSPHRASE
+from tests.vault.rollback import copied_back
 from vault.accesslog import AccessLog
 from vault.core import Vault
 
@@ -39,19 +37,6 @@ def lines(vault_dir: Path) -> list[str]:
 
 def signed_at(line: str) -> str:
     return json.loads(b64url_decode(json.loads(line)["checkpoint"].split(".")[1]))["time"]
-
-
-@contextmanager
-def copied_back(vault: Vault, vault_dir: Path) -> Iterator[Vault]:
-    """Save ``vault``'s database, let the body write on, then put the saved copy back."""
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as later:
-        yield later
-        later.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(saved, vault_dir / "vault.db")
 
 
 def test_an_old_database_grown_past_its_newest_head_in_one_write_is_detected(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from identity.keys import b64url, b64url_decode, canonical_json
 from tests.conftest import PASSPHRASE
+from tests.vault.rollback import copied_back
 from vault import checkpoints
 from vault.core import Vault
 from vault.merkle import leaf_hash
@@ -107,15 +107,9 @@ def test_an_old_database_restored_after_compaction_is_detected(
     vault: Vault, vault_dir: Path
 ) -> None:
     write(vault, 2)
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as reopened:
-        write(reopened, THRESHOLD)
-        reopened.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert "compacted" in payload(lines(vault_dir)[0])
-    shutil.copy(saved, vault_dir / "vault.db")
+    with copied_back(vault, vault_dir) as later:
+        write(later, THRESHOLD)
+        assert "compacted" in payload(lines(vault_dir)[0])
     with Vault.unlock(vault_dir, PASSPHRASE) as rolled_back:
         found = problems(rolled_back)
     assert any("behind the signed checkpoint" in p for p in found), found
@@ -224,14 +218,8 @@ def test_a_crash_before_publishing_is_signed_at_unlock_after_compaction(
 
 def restore_after(vault: Vault, vault_dir: Path, transactions: int) -> None:
     """Save the database, write ``transactions`` more on one log, then copy the saved one back."""
-    vault.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    vault.close()
-    saved = vault_dir.parent / "old.db"
-    shutil.copy(vault_dir / "vault.db", saved)
-    with Vault.unlock(vault_dir, PASSPHRASE) as later:
+    with copied_back(vault, vault_dir) as later:
         write(later, transactions, DATASETS[0])
-        later.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(saved, vault_dir / "vault.db")
 
 
 def grow_at_once(vault: Vault, n: int) -> None:
