@@ -593,6 +593,9 @@ def smoke() -> dict[str, object]:
             )  # fmt: skip
         )
         assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
+        # the bundle also starts itself as the noise helper (agents/noise.py)
+        helper = (os.cpu_count() or 1) > 1
+        assert trained["noise_drawn_by"] == ("helper process" if helper else "in process"), trained
         shots = home / "shots"
         first_window_ms = _first_window_ms(env, home, shots)
         pngs = sorted(p.name for p in shots.glob("*.png"))
@@ -603,7 +606,9 @@ def smoke() -> dict[str, object]:
             "smoke": "ok",
             "cold_version_ms": cold_version_ms,
             "cold_first_window_ms": first_window_ms,
-            "sandbox": {k: trained[k] for k in ("network_isolation", "syscall_filter")},
+            "sandbox": {
+                k: trained[k] for k in ("network_isolation", "syscall_filter", "noise_drawn_by")
+            },
             "screenshots": len(pngs),
             "x11_screenshots": x11_screenshots if x11_screenshots is not None else "no Xvfb",
         }

@@ -41,9 +41,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # Sums of squares run in float32 over blocks of this many values, then add up in float64. In
 # any summation order the float32 error of one block is at most BLOCK * 2**-24 = 6.1e-5 of its
-# value (3.1e-5 on the norm). A factored norm |a|^2 |s|^2 multiplies two such sums: at most
-# 1.22e-4 on the square, 6.1e-5 on the norm. _NORM_MARGIN covers both: clipped norms never
-# exceed C. (With T > 1 positions the factored norms are computed in float64, with a bound.)
+# value (3.1e-5 on the norm). A factored norm |a|^2 |s|^2 multiplies two such sums in float32:
+# at most 1.221e-4 on the square (one more rounding: 6e-8), 6.1e-5 on the norm. _NORM_MARGIN
+# covers both: clipped norms never exceed C. (With T > 1 positions the factored norms are
+# computed in float64, with a bound.)
 _BLOCK = 1024
 _NORM_MARGIN = 1.0 + 1e-4
 # The clipped sum runs as one gemv per slice of this many columns. Slices of 64 x 4096 stay
@@ -55,18 +56,16 @@ _COLUMNS = 4096
 _FLOAT64_VALUES = 1 << 23
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2: BLAS dot per block, 2x einsum's speed
 _ZEROS = bytes(1 << 20)
-# normal()'s keystream and float32 temporaries, and noisy_mean()'s noise: reused, because a
-# fresh multi-MB buffer per call cost more in page faults than the AES itself. Never handed
-# to a caller.
+# normal()'s keystream and float32 temporaries: reused, because a fresh multi-MB buffer per
+# call cost more in page faults than the AES itself. Never handed to a caller.
 _SCRATCH = threading.local()
 
 
-def _scratch(nbytes: int, slot: str = "work") -> np.ndarray:
+def _scratch(nbytes: int) -> np.ndarray:
     """A uint8 work buffer of at least ``nbytes`` for this thread (contents undefined)."""
-    buffer = getattr(_SCRATCH, slot, None)
+    buffer = getattr(_SCRATCH, "work", None)
     if buffer is None or buffer.size < nbytes:
-        buffer = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
-        setattr(_SCRATCH, slot, buffer)
+        buffer = _SCRATCH.work = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
     return buffer
 
 
@@ -179,21 +178,26 @@ def _flat_rows(grad: np.ndarray, n: int) -> np.ndarray:
 
 def per_example_sq_norms(grads: Sequence[PerExample], n: int) -> np.ndarray:
     """Squared L2 norms (float64, [n]) of the first ``n`` per-example gradients, all params."""
-    total = np.zeros(n, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        for grad in grads:
-            if isinstance(grad, Outer):
-                total += _outer_sq_norms(grad, n)
-            else:
-                total += _row_sq_norms(_flat_rows(grad, n))
+        parts = [
+            _outer_sq_norms(g, n) if isinstance(g, Outer) else _row_sq_norms(_flat_rows(g, n))
+            for g in grads
+        ]
+        # one [params, n] array, added up in float64 (whatever each part's dtype)
+        total = np.sum(parts, axis=0, dtype=np.float64) if parts else np.zeros(n)
     if not np.all(np.isfinite(total)):
         raise NonFiniteGradient("the model returned NaN, Inf or overflowing gradients")
     return total
 
 
 def _row_sq_norms(rows: np.ndarray) -> np.ndarray:
-    """Squared norms of each row of float32 ``rows`` [m, k], float64, per the block bound."""
+    """Squared norms of each row of float32 ``rows`` [m, k], per the block bound (float32 for
+    rows of one block, float64 else; a float32 square that overflows comes out Inf)."""
     m, width = rows.shape
+    if width <= _BLOCK:  # one block per row
+        if _vecdot is not None:
+            return _vecdot(rows, rows)
+        return np.einsum("ij,ij->i", rows, rows)  # pragma: no cover
     total = np.zeros(m, dtype=np.float64)
     full = width // _BLOCK * _BLOCK
     if full:
@@ -212,7 +216,7 @@ def _row_sq_norms(rows: np.ndarray) -> np.ndarray:
 def _outer_sq_norms(grad: Outer, n: int) -> np.ndarray:
     """|sum_t outer(s_t, a_t)|_F^2 per example, never below the true value beyond the margin."""
     sig, act, positions = grad.rows(n)
-    if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly
+    if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly (one more float32 rounding)
         return _row_sq_norms(sig) * _row_sq_norms(act)
     p, q = sig.shape[1], act.shape[1]
     sig = sig.reshape(n, positions, p)
@@ -239,11 +243,12 @@ def _outer_sq_norms(grad: Outer, n: int) -> np.ndarray:
     return np.maximum(sq, 0.0) + (positions * positions + p + q) * 2.0**-50 * bound
 
 
-def clip_factors(sq_norms: np.ndarray, clip_norm: float) -> np.ndarray:
-    """Per-example scale min(1, C/norm) as float32, with a margin for float32 rounding."""
+def clip_factors(sq_norms: np.ndarray, clip_norm: float, scale: float = 1.0) -> np.ndarray:
+    """Per-example weights ``min(1, C/norm) * scale`` as float32 (norms taken with a margin
+    for float32 rounding). ``scale`` = 1/E turns the weighted sum into the clipped mean."""
     norms = np.sqrt(sq_norms) * _NORM_MARGIN
     with np.errstate(divide="ignore"):
-        factors = np.minimum(1.0, clip_norm / norms)
+        factors = np.minimum(1.0, clip_norm / norms) * scale
     return factors.astype(np.float32)
 
 
@@ -299,46 +304,21 @@ def clip_per_example(grads: Sequence[PerExample], clip_norm: float) -> list[np.n
     return [g * factors.reshape((n,) + (1,) * (g.ndim - 1)) for g in dense]
 
 
-def noisy_mean(
-    sums: Sequence[np.ndarray],
-    clip_norm: float,
-    noise_multiplier: float,
-    expected_batch_size: float,
-    rng: SecureRandom,
-) -> list[np.ndarray]:
-    """(sum + N(0, (sigma*C)^2)) / expected batch size, per parameter, float32.
-
-    Works in place: each C-contiguous writable float32 array of ``sums`` is overwritten and
-    returned (anything else is copied first). The noise itself never leaves this function.
-    """
-    sizes = [s.size for s in sums]
-    total = sum(sizes)
-    noise = _scratch(4 * total, "noise")[: 4 * total].view(np.float32)
-    rng.normal(total, noise_multiplier * clip_norm, out=noise)
-    out = []
-    offset = 0
-    for s, size in zip(sums, sizes, strict=True):
-        ours = s.dtype == np.float32 and s.flags.c_contiguous and s.flags.writeable
-        g = s if ours else np.array(s, dtype=np.float32)
-        flat = g.reshape(-1)  # a view: g is contiguous
-        flat += noise[offset : offset + size]
-        flat /= np.float32(expected_batch_size)
-        out.append(g)
-        offset += size
-    return out
-
-
 class SGD:
-    """Plain SGD: p <- p - lr * g."""
+    """Plain SGD: p <- p - lr * g.
+
+    :meth:`step` takes the gradients already multiplied by ``gradient_scale`` (= lr): the
+    vault folds that into the clip weights and the noise's std, so the step is one pass.
+    """
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = learning_rate
+        self.gradient_scale = learning_rate
 
     def step(self, params: list[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        """Update ``params`` in place."""
-        lr = np.float32(self.learning_rate)
+        """Update ``params`` in place from ``grads`` times ``gradient_scale``."""
         for p, g in zip(params, grads, strict=True):
-            p -= lr * g
+            p -= g
 
 
 class Adam:
@@ -352,13 +332,14 @@ class Adam:
         eps: float = 1e-8,
     ) -> None:
         self.learning_rate = learning_rate
+        self.gradient_scale = 1.0  # Adam's step depends on the gradients' scale (via eps)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.t = 0
         self.m: list[np.ndarray] = []
         self.v: list[np.ndarray] = []
 
     def step(self, params: list[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        """Update ``params`` in place."""
+        """Update ``params`` in place; ``grads`` (float32, ours) are used up as scratch."""
         if not self.m:
             self.m = [np.zeros_like(p) for p in params]
             self.v = [np.zeros_like(p) for p in params]
@@ -369,8 +350,15 @@ class Adam:
             m *= b1
             m += (1 - b1) * g
             v *= b2
-            v += (1 - b2) * (g * g)
-            p -= np.float32(step) * m / (np.sqrt(v) + np.float32(self.eps))
+            g *= g
+            g *= 1 - b2
+            v += g
+            # p -= step * m / (sqrt(v) + eps), in g
+            np.sqrt(v, out=g)
+            g += np.float32(self.eps)
+            np.divide(m, g, out=g)
+            g *= np.float32(step)
+            p -= g
 
 
 def make_optimizer(name: str, learning_rate: float) -> SGD | Adam:

@@ -188,20 +188,35 @@ def run_round(
     mean_losses: list[float] = []
     used = np.zeros(count, dtype=bool)
     samples = 0
-    with Sandbox(model_bytes, inputs, outputs, limits, providers) as box:
-        stepper = DPStep(
-            box, task, features, labels, dp.clip_norm, dp.noise_multiplier, expected, rows_hash
-        )
+    # the noise helper starts first: it imports while the sandbox child does
+    noise = DPStep.noise_source(task, dp.clip_norm, dp.noise_multiplier, expected, optimizer)
+    with (
+        noise,
+        Sandbox(model_bytes, inputs, outputs, limits, providers) as box,
+        DPStep(
+            box,
+            task,
+            features,
+            labels,
+            dp.clip_norm,
+            dp.noise_multiplier,
+            expected,
+            optimizer,
+            rows_hash,
+            noise,
+        ) as stepper,
+    ):
         for step in range(dp.local_steps):
             rng = dpsgd.SecureRandom()  # a fresh key every step
             chosen = np.flatnonzero(rng.bernoulli(count, q))
             used[chosen] = True
             samples += len(chosen)
-            loss = stepper.step(current, optimizer, chosen, rng, step, probe and step == 0)
+            loss = stepper.step(current, chosen, rng, step, probe and step == 0)
             # counted as it runs, even if the round later fails: never under-counted
             ledger.record_step(q, dp.noise_multiplier)
             mean_losses.append(loss / len(chosen) if len(chosen) else float("nan"))
         sandbox_info = dict(box.info)
+        sandbox_info["noise"] = noise.mode  # where the Gaussian noise was drawn
     commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()
     spent = ledger.spent()
     result = RoundResult(

@@ -19,19 +19,15 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from agents import SANDBOX_WORKER_ARG
+from agents import SANDBOX_WORKER_ARG, worker_command
 from agents.sandbox_worker import layout, views
 from vault.errors import TesseraError
 
-_ROOT = str(Path(__file__).resolve().parent.parent)
-_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from agents.sandbox_worker import main; main()"
 _MAX_REPLY = 64 * 1024
 
 
@@ -79,11 +75,7 @@ def _shared_fd(size: int) -> int:
 
 
 def _worker_command() -> list[str]:
-    # a frozen bundle's executable is the app, not a Python that takes -c: app/launcher.py
-    # turns it into the worker when given SANDBOX_WORKER_ARG
-    if getattr(sys, "frozen", False):
-        return [sys.executable, SANDBOX_WORKER_ARG]
-    return [sys.executable, "-I", "-c", _BOOT]
+    return worker_command(SANDBOX_WORKER_ARG)
 
 
 def _child_env(threads: int, workdir: str) -> dict[str, str]:

@@ -8,6 +8,11 @@ rows of the outputs are never read. The rows of every call are hashed, in order,
 round's data commitment. Parameters declared ``grad: outer`` arrive as factors
 (``act.<name>``, ``sig.<name>``; see :mod:`agents.task_schema`) and are clipped and summed
 from those (:class:`agents.dpsgd.Outer`); the others arrive as ``grad.<name>``.
+
+The clip weights carry the 1/E of the mean (E: the expected batch size) and the optimizer's
+``gradient_scale`` (SGD's learning rate), so the weighted sums come out as the scaled clipped
+mean. The noise, std sigma * C * scale / E, is drawn by a helper process while the graph runs
+(:class:`agents.noise.NoiseAhead`) and added in one pass.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents import dpsgd
+from agents.noise import NoiseAhead
 from agents.sandbox import TaskFailed
 from agents.task_schema import grad_form, graph_io
 
@@ -44,9 +50,14 @@ class DPStep:
         clip_norm: float,
         noise_multiplier: float,
         expected_batch_size: float,
+        optimizer: dpsgd.SGD | dpsgd.Adam,
         rows_hash: Any = None,
+        noise: NoiseAhead | None = None,
     ) -> None:
+        """``noise``: a source made by :meth:`noise_source` (started early, so its helper
+        process starts alongside the sandbox child); made here if not given."""
         self.graph = graph
+        self.optimizer = optimizer
         self.names = [p["name"] for p in task["params"]]
         self.outer = {p["name"] for p in task["params"] if grad_form(p) == "outer"}
         # every per-example output: losses, grad.<dense>, act.<outer> and sig.<outer>
@@ -59,9 +70,38 @@ class DPStep:
         self.expected = expected_batch_size
         self.rows_hash = rows_hash
         self.timings: dict[str, float] | None = None  # section -> seconds, when measuring
-        # the step's clipped sums, then noisy means: reused, no fresh pages every step
-        self._sums = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
-        self._private: dict[str, np.ndarray] = {}  # dense gradients' private copies
+        # the step's clipped means, then noisy ones: reused, no fresh pages every step
+        self._means = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
+        self._private: dict[str, np.ndarray] = {}  # per-example outputs' private copies
+        self._copy_views: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # every clipped gradient is scaled by this, so its sensitivity is C * scale
+        self.scale = optimizer.gradient_scale / expected_batch_size
+        self.noise = noise or self.noise_source(
+            task, clip_norm, noise_multiplier, expected_batch_size, optimizer
+        )
+
+    @staticmethod
+    def noise_source(
+        task: Mapping[str, Any],
+        clip_norm: float,
+        noise_multiplier: float,
+        expected_batch_size: float,
+        optimizer: dpsgd.SGD | dpsgd.Adam,
+    ) -> NoiseAhead:
+        """The noise for a DPStep with these settings: std sigma * C * scale / E."""
+        size = sum(int(np.prod(p["shape"])) for p in task["params"])
+        scale = optimizer.gradient_scale / expected_batch_size
+        return NoiseAhead(size, noise_multiplier * clip_norm * scale)
+
+    def close(self) -> None:
+        """Stop the noise helper and wipe the noise (see :class:`agents.noise.NoiseAhead`)."""
+        self.noise.close()
+
+    def __enter__(self) -> DPStep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _tick(self, section: str, since: float) -> float:
         now = time.perf_counter()
@@ -109,34 +149,36 @@ class DPStep:
 
         With ``n``, private copies of their first ``n`` rows: norms and sums then read the
         same numbers even if the child (compromised through a runtime bug) rewrote the shared
-        memory in between, which would let it slip an unclipped gradient into the sum. Dense
-        gradients are copied into buffers kept for the round (69 MB for the reference MLP:
-        about 4 ms a step on the dense path; factored weights copy only their factors).
+        memory in between, which would let it slip an unclipped gradient into the sum. The
+        copies go to buffers kept for the round (fresh ones every step cost page faults): 69
+        MB for the reference MLP's dense gradients, about 4 ms a step; factored weights copy
+        only their factors.
         """
         arrays = self.graph.arrays
+        if n is None:
+            return self._gradients(arrays)
+        views = self._copy_views.get(n)
+        if views is None:  # the same few batch sizes come back every step
+            if not self._private:
+                self._private = {name: np.empty_like(arrays[name]) for name in self.output_names}
+            names = [name for name in self.output_names if name != "losses"]
+            views = [(self._private[name][:n], arrays[name][:n]) for name in names]
+            self._copy_views[n] = views
+        for private, shared in views:
+            np.copyto(private, shared)
+        return self._gradients({name: private[:n] for name, private in self._private.items()})
 
-        def rows(name: str) -> np.ndarray:
-            if n is None:
-                return arrays[name]
-            if name.startswith("grad."):
-                private = self._private.get(name)
-                if private is None:
-                    private = self._private[name] = np.empty_like(arrays[name])
-                np.copyto(private[:n], arrays[name][:n])
-                return private[:n]
-            return arrays[name][:n].copy()
-
+    def _gradients(self, arrays: Mapping[str, np.ndarray]) -> list[dpsgd.PerExample]:
         return [
-            dpsgd.Outer(sig=rows(f"sig.{name}"), act=rows(f"act.{name}"))
+            dpsgd.Outer(sig=arrays[f"sig.{name}"], act=arrays[f"act.{name}"])
             if name in self.outer
-            else rows(f"grad.{name}")
+            else arrays[f"grad.{name}"]
             for name in self.names
         ]
 
     def step(
         self,
         params: list[np.ndarray],
-        optimizer: dpsgd.SGD | dpsgd.Adam,
         chosen: np.ndarray,
         rng: dpsgd.SecureRandom,
         index: int = 0,
@@ -147,8 +189,8 @@ class DPStep:
         arrays = self.graph.arrays
         for name, value in zip(self.names, params, strict=True):
             np.copyto(arrays[name], value)
-        sums = self._sums
-        fresh = True  # sums hold nothing of this step yet
+        means = self._means
+        fresh = True  # means hold nothing of this step yet
         loss_total = 0.0
         t = self._tick("inputs", t)
         for call, first in enumerate(range(0, max(len(chosen), 1), self.batch)):
@@ -162,6 +204,7 @@ class DPStep:
             t = self._tick("inputs", t)
             if n == 0:
                 continue  # an empty Poisson sample still takes a (pure noise) step
+            self.noise.start()  # the helper draws while the graph runs (no-op if it has)
             if probe and call == 0 and n >= 2 and len(self.features) > n:
                 members = set(rows.tolist())
                 outside = int(rng.uniform(1)[0] * len(self.features))
@@ -176,9 +219,9 @@ class DPStep:
                 sq_norms = dpsgd.per_example_sq_norms(grads, n)
             except dpsgd.NonFiniteGradient as exc:
                 raise TaskFailed(f"model failed: {exc}") from None
-            factors = dpsgd.clip_factors(sq_norms, self.clip_norm)
+            factors = dpsgd.clip_factors(sq_norms, self.clip_norm, self.scale)
             t = self._tick("clip", t)
-            for total, grad in zip(sums, grads, strict=True):
+            for total, grad in zip(means, grads, strict=True):
                 if fresh:
                     dpsgd.weighted_sum(grad, n, factors, out=total)
                 else:
@@ -189,10 +232,10 @@ class DPStep:
             loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
             t = self._tick("clip", t)
         if fresh:  # an empty Poisson sample: the step is pure noise
-            for total in sums:
+            for total in means:
                 total.fill(0.0)
-        noisy = dpsgd.noisy_mean(sums, self.clip_norm, self.noise_multiplier, self.expected, rng)
+        self.noise.add_to(means)
         t = self._tick("noise", t)
-        optimizer.step(params, noisy)
+        self.optimizer.step(params, means)
         self._tick("optimizer", t)
         return loss_total

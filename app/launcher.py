@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from agents import SANDBOX_WORKER_ARG
+from agents import WORKERS
 
 
 def launch() -> None:
     """Start the GUI when run bare (double-click), else behave as `tessera ARGS`.
 
-    The bundle is also its own task sandbox: agents/sandbox.py starts this executable with
-    SANDBOX_WORKER_ARG as the child that runs a task's model.
+    The bundle is also its own helper processes: agents/sandbox.py starts this executable
+    with SANDBOX_WORKER_ARG as the child that runs a task's model, agents/noise.py with
+    NOISE_WORKER_ARG as the process that draws the DP noise.
     """
-    if sys.argv[1:] == [SANDBOX_WORKER_ARG]:
-        from agents.sandbox_worker import main as sandbox_worker
-
-        sandbox_worker()
+    if len(sys.argv) == 2 and sys.argv[1] in WORKERS:
+        module, function = WORKERS[sys.argv[1]]
+        getattr(importlib.import_module(module), function)()
         return
     from app.cli import main
 

@@ -219,6 +219,7 @@ def run_cmd(
         "device": device,
         "network_isolation": outcome.sandbox.get("network"),
         "syscall_filter": outcome.sandbox.get("syscalls"),
+        "noise_drawn_by": outcome.sandbox.get("noise"),
         "epsilon_spent": ledger.spent(),
         "epsilon_budget": epsilon_budget,
         "delta": delta,

@@ -1,4 +1,5 @@
-"""A frozen bundle has no Python to hand `-c`: its own executable must serve as the sandbox."""
+"""A frozen bundle has no Python to hand `-c`: its own executable must serve as the sandbox
+child and as the noise helper."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import SANDBOX_WORKER_ARG
+from agents import NOISE_WORKER_ARG, SANDBOX_WORKER_ARG, worker_command
 from agents.sandbox import _worker_command
 from tests.agents.test_runner import _round, logistic_model
 
@@ -30,7 +31,9 @@ def test_frozen_app_runs_a_real_round_through_its_launcher(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(app))
     assert _worker_command() == [str(app), SANDBOX_WORKER_ARG]
+    assert worker_command(NOISE_WORKER_ARG) == [str(app), NOISE_WORKER_ARG]
     outcome = _round(logistic_model())
+    assert outcome.sandbox["noise"] == "helper process"  # the launcher ran that one too
     assert outcome.result.examples_used > 0
     assert all(np.all(np.isfinite(p)) for p in outcome.params.values())
 

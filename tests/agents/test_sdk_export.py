@@ -318,10 +318,10 @@ def test_factored_export_trains_like_the_dense_export(
     for built in (dense, split):
         inputs, outputs = task_io(built.task)
         graph = LocalGraph(built.model_bytes, inputs, outputs)
-        stepper = DPStep(graph, built.task, features, labels, 0.5, 1e-9, 20.0)
         params = [p.copy() for p in built.params.values()]
         chosen = np.arange(1, 21)  # 20 rows: three calls of 8, the last one padded
-        stepper.step(params, dpsgd.SGD(1.0), chosen, dpsgd.SecureRandom(), probe=True)
+        with DPStep(graph, built.task, features, labels, 0.5, 1e-9, 20.0, dpsgd.SGD(1.0)) as step:
+            step.step(params, chosen, dpsgd.SecureRandom(), probe=True)
         updated.append(params)
 
     assert all("grad" not in p for p in dense.task["params"])

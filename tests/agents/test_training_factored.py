@@ -94,9 +94,10 @@ def _factored_round(model: bytes, **kwargs):
 def _one_step(model: bytes, task: dict, params: list[np.ndarray], clip: float) -> list:
     features, labels = _data()
     inputs, outputs = task_io(task)
-    stepper = DPStep(LocalGraph(model, inputs, outputs), task, features, labels, clip, 1e-9, 40.0)
+    graph = LocalGraph(model, inputs, outputs)
     chosen = np.arange(3, 43)  # 40 rows: three graph calls of 16, the last one padded
-    stepper.step(params, dpsgd.SGD(1.0), chosen, dpsgd.SecureRandom(), probe=True)
+    with DPStep(graph, task, features, labels, clip, 1e-9, 40.0, dpsgd.SGD(1.0)) as stepper:
+        stepper.step(params, chosen, dpsgd.SecureRandom(), probe=True)
     return params
 
 
@@ -160,14 +161,14 @@ def test_clipping_reads_private_copies_not_the_childs_memory(factored: bool):
     features, labels = _data()
     inputs, outputs = task_io(task)
     graph = LocalGraph(model, inputs, outputs)
-    stepper = DPStep(graph, task, features, labels, 1.0, 1.0, 16.0)
-    stepper._fill(np.arange(10))
-    graph.run()
-    copies = [
-        part
-        for grad in stepper.per_example(10)
-        for part in ((grad.sig, grad.act) if isinstance(grad, dpsgd.Outer) else (grad,))
-    ]
+    with DPStep(graph, task, features, labels, 1.0, 1.0, 16.0, dpsgd.SGD(1.0)) as stepper:
+        stepper._fill(np.arange(10))
+        graph.run()
+        copies = [
+            part
+            for grad in stepper.per_example(10)
+            for part in ((grad.sig, grad.act) if isinstance(grad, dpsgd.Outer) else (grad,))
+        ]
     assert len(copies) == (3 if factored else 2)
     for part in copies:
         assert not any(np.shares_memory(part, shared) for shared in graph.arrays.values())

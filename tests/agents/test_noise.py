@@ -1,0 +1,176 @@
+"""The DP noise: drawn by a helper process (or in process), with the right spread, fresh every
+step, out of the sandbox child's reach, wiped at the end; and the noise in a real round's
+update is N(0, (sigma * C * lr / E)^2) per coordinate."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+from onnx import helper as oh
+
+from agents.accounting import PrivacyLedger
+from agents.noise import NoiseAhead
+from agents.runner import DPConfig, SandboxLimits, run_round, task_io
+from agents.sandbox import Sandbox, resolve_providers
+from tests.agents.test_runner import _task as logistic_task
+from tests.agents.test_runner import logistic_model
+
+
+def _draw(noise: NoiseAhead, size: int) -> np.ndarray:
+    means = [np.zeros(size, np.float32)]
+    noise.add_to(means)
+    return means[0]
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_noise_std_is_the_std_asked_for_within_5_percent(ahead: bool):
+    sigma, clip = 1.3, 0.7
+    with NoiseAhead(200_000, sigma * clip, ahead=ahead) as noise:
+        draws = _draw(noise, 200_000)
+        assert noise.mode == ("helper process" if ahead else "in process")
+    # 200k draws: the sample std's own error is ~0.2%, far inside the 5% asked for
+    assert abs(draws.std() / (sigma * clip) - 1) < 0.05
+    assert abs(draws.mean()) < 0.01 * sigma * clip
+
+
+def test_every_step_gets_fresh_noise_added_in_place():
+    with NoiseAhead(50_007, 1.0) as noise:
+        means = [np.full((7, 7001), 5.0, np.float32), np.full(1000, 5.0, np.float32)]
+        noise.add_to(means)
+        first = np.concatenate([m.reshape(-1) for m in means]) - 5.0
+        second = _draw(noise, 50_007)
+    assert abs(np.corrcoef(first, second)[0, 1]) < 0.03
+    assert abs(first.std() - 1) < 0.03 and abs(second.std() - 1) < 0.03
+
+
+def test_means_that_do_not_fit_are_refused():
+    with NoiseAhead(10, 1.0, ahead=False) as noise:
+        with pytest.raises(ValueError, match="noise for 10 values"):
+            noise.add_to([np.zeros(9, np.float32)])
+        readonly = np.zeros(10, np.float32)
+        readonly.flags.writeable = False
+        with pytest.raises(ValueError, match="writable"):
+            noise.add_to([readonly])
+        with pytest.raises(ValueError, match="float32"):
+            noise.add_to([np.zeros(10, np.float64)])
+
+
+def test_a_helper_that_dies_is_replaced_by_drawing_in_process():
+    with NoiseAhead(100_000, 2.0) as noise:
+        assert noise.mode == "helper process"
+        helper = noise._process
+        assert helper is not None
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.wait()
+        draws = _draw(noise, 100_000)
+        assert noise.mode == "in process"
+        assert abs(draws.std() / 2.0 - 1) < 0.05
+
+
+def test_close_stops_the_helper_and_wipes_the_noise():
+    noise = NoiseAhead(1000, 1.0)
+    helper = noise._process
+    assert helper is not None
+    _draw(noise, 1000)
+    noise.close()
+    assert helper.poll() is not None
+    assert not noise._local.any()
+    with pytest.raises(RuntimeError, match="closed"):
+        noise.add_to([np.zeros(1000, np.float32)])
+
+
+def test_the_sandbox_child_holds_no_descriptor_of_the_noise():
+    task = logistic_task()
+    inputs, outputs = task_io(task)
+    limits = SandboxLimits(memory_mib=1024, time_s=30, threads=1)
+    with NoiseAhead(1000, 1.0) as noise:
+        providers = resolve_providers("cpu")
+        with Sandbox(logistic_model(), inputs, outputs, limits, providers) as box:
+            assert box._process is not None
+            fds = Path(f"/proc/{box._process.pid}/fd")
+            links = [os.readlink(fd) for fd in fds.iterdir()]
+        assert noise._process is not None
+        helper_links = [os.readlink(fd) for fd in Path(f"/proc/{noise._process.pid}/fd").iterdir()]
+    assert any("tessera-round" in link for link in links)  # its own region, as expected
+    assert not any("tessera-noise" in link for link in links)
+    assert any("tessera-noise" in link for link in helper_links)
+    assert not any("tessera-round" in link for link in helper_links)
+
+
+# --------------------------------------------------------------- the noise in a real round
+
+D = 30_000
+B = 8
+
+
+def _copy_task() -> dict:
+    """A task whose per-example gradient of w is the example's features, exactly."""
+    return {
+        "format": "tessera-task/1",
+        "name": "noise-test",
+        "params": [{"name": "w", "shape": [D], "dtype": "float32"}],
+        "batch_size": B,
+        "features": {"recipe": "test", "shape": [D], "dtype": "float32"},
+        "label": {"field": "y", "dtype": "float32", "classes": None},
+        "loss": "mse",
+    }
+
+
+def _copy_model() -> bytes:
+    value = oh.make_tensor_value_info
+    inputs = [
+        value("w", TensorProto.FLOAT, [D]),
+        value("features", TensorProto.FLOAT, [B, D]),
+        value("labels", TensorProto.FLOAT, [B]),
+        value("mask", TensorProto.FLOAT, [B]),
+    ]
+    outputs = [value("losses", TensorProto.FLOAT, [B]), value("grad.w", TensorProto.FLOAT, [B, D])]
+    zero = oh.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    nodes = [
+        oh.make_node("Mul", ["mask", "zero"], ["losses"]),
+        oh.make_node("Identity", ["features"], ["grad.w"]),
+    ]
+    graph = oh.make_graph(nodes, "copy", inputs, outputs, initializer=[zero])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_rounds_update_carries_noise_of_std_sigma_c_lr_over_e():
+    clip, sigma, lr, expected = 1.0, 20.0, 0.5, 4.0
+    direction = np.random.default_rng(0).standard_normal(D).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    features = np.tile(3.0 * direction, (64, 1))  # every example's gradient has norm 3 > C
+    dp = DPConfig(
+        clip_norm=clip,
+        noise_multiplier=sigma,
+        delta=1e-5,
+        epsilon_budget=5.0,
+        learning_rate=lr,
+        local_steps=1,
+        expected_batch_size=int(expected),
+    )
+    outcome = run_round(
+        _copy_task(),
+        _copy_model(),
+        {"w": np.zeros(D, np.float32)},
+        "sha256:" + "cd" * 32,
+        features,
+        np.zeros(64, np.float32),
+        dp,
+        PrivacyLedger(dp.epsilon_budget, dp.delta),
+        limits=SandboxLimits(memory_mib=1024, time_s=60, threads=1),
+        validate=False,
+        probe=False,
+    )
+    assert outcome.sandbox["noise"] == "helper process"
+    # each of the n sampled examples, clipped to C (less the norm margin of 1e-4), then * lr/E
+    clipped = outcome.result.samples * clip / 1.0001 * direction * lr / expected
+    noise = -outcome.result.delta["w"] - clipped
+    assert abs(noise.std() / (sigma * clip * lr / expected) - 1) < 0.05
+    assert abs(noise.mean()) < 0.05 * sigma * clip * lr / expected
