@@ -35,6 +35,7 @@ import numpy as np
 
 from agents import NOISE_WORKER_ARG, worker_command
 from agents.dpsgd import SecureRandom
+from agents.sandbox import shared_memory_fd
 
 _REPLY = struct.Struct("<cd")
 _TIMEOUT_S = 30.0  # a draw takes milliseconds; past this the helper is stuck
@@ -75,8 +76,7 @@ class NoiseAhead:
 
     def _start_helper(self) -> None:
         nbytes = max(4 * self.size, 4)
-        self._fd = os.memfd_create("tessera-noise", os.MFD_CLOEXEC)
-        os.ftruncate(self._fd, nbytes)
+        self._fd = shared_memory_fd(nbytes, "tessera-noise")
         self._region = mmap.mmap(self._fd, nbytes)
         self._shared = np.frombuffer(self._region, dtype=np.float32, count=self.size)
         env = {"LC_ALL": "C", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

@@ -64,9 +64,11 @@ def resolve_providers(device: str) -> list[str]:
     raise TaskFailed(f"unknown device {device!r} (use cpu, gpu or auto)")
 
 
-def _shared_fd(size: int) -> int:
+def shared_memory_fd(size: int, name: str) -> int:
+    """A descriptor of ``size`` bytes of memory that a child can be handed (pass_fds) and map:
+    a memfd (named ``name`` only in /proc), or an unlinked temporary file without memfd."""
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("tessera-round", 0)  # no name on any filesystem
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)  # on no filesystem; children get it by pass_fds
     else:  # pragma: no cover - macOS: an unlinked temporary file serves the same purpose
         with tempfile.TemporaryFile() as handle:
             fd = os.dup(handle.fileno())
@@ -125,7 +127,7 @@ class Sandbox:
     def _start(self) -> None:
         self.deadline = time.monotonic() + self.limits.time_s
         _, size = layout(self._inputs + self._outputs)
-        self._fd = _shared_fd(size)
+        self._fd = shared_memory_fd(size, "tessera-round")
         self._region = mmap.mmap(self._fd, size)
         self.arrays = views(self._region, self._inputs + self._outputs)
         self._workdir = tempfile.mkdtemp(prefix="tessera-task-")
