@@ -156,6 +156,8 @@ class Outer:
 
     def rows(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(S [n*T, P], A [n*T, Q], T) over the first ``n`` examples only."""
+        if self.sig.ndim == 2 and len(self.sig) == n and len(self.act) == n:
+            return self.sig, self.act, 1
         positions = self.sig.shape[1] if self.sig.ndim == 3 else 1
         sig = self.sig[:n].reshape(n * positions, self.sig.shape[-1])
         act = self.act[:n].reshape(n * positions, self.act.shape[-1])
@@ -270,6 +272,8 @@ def weighted_sum(
     # f @ G: the weighted sum, without ever making a clipped per-example copy
     rows = _flat_rows(grad, n)
     flat = out.reshape(-1)  # a view: out is contiguous
+    if rows.shape[1] <= _COLUMNS:
+        return np.matmul(factors, rows, out=flat).reshape(shape)
     for start in range(0, rows.shape[1], _COLUMNS):
         np.matmul(factors, rows[:, start : start + _COLUMNS], out=flat[start : start + _COLUMNS])
     return out

@@ -73,7 +73,8 @@ class DPStep:
         # the step's clipped means, then noisy ones: reused, no fresh pages every step
         self._means = [np.zeros(self.shapes[name], dtype=np.float32) for name in self.names]
         self._private: dict[str, np.ndarray] = {}  # per-example outputs' private copies
-        self._copy_views: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # per batch size n: (private, shared) row views to copy, and the gradients over them
+        self._copies: dict[int, tuple[list[tuple[np.ndarray, ...]], list[dpsgd.PerExample]]] = {}
         # every clipped gradient is scaled by this, so its sensitivity is C * scale
         self.scale = optimizer.gradient_scale / expected_batch_size
         self.noise = noise or self.noise_source(
@@ -157,16 +158,17 @@ class DPStep:
         arrays = self.graph.arrays
         if n is None:
             return self._gradients(arrays)
-        views = self._copy_views.get(n)
-        if views is None:  # the same few batch sizes come back every step
+        cached = self._copies.get(n)
+        if cached is None:  # the same few batch sizes come back every step
             if not self._private:
                 self._private = {name: np.empty_like(arrays[name]) for name in self.output_names}
             names = [name for name in self.output_names if name != "losses"]
-            views = [(self._private[name][:n], arrays[name][:n]) for name in names]
-            self._copy_views[n] = views
-        for private, shared in views:
+            pairs = [(self._private[name][:n], arrays[name][:n]) for name in names]
+            grads = self._gradients({name: a[:n] for name, a in self._private.items()})
+            cached = self._copies[n] = (pairs, grads)
+        for private, shared in cached[0]:
             np.copyto(private, shared)
-        return self._gradients({name: private[:n] for name, private in self._private.items()})
+        return cached[1]
 
     def _gradients(self, arrays: Mapping[str, np.ndarray]) -> list[dpsgd.PerExample]:
         return [
@@ -221,16 +223,19 @@ class DPStep:
                 raise TaskFailed(f"model failed: {exc}") from None
             factors = dpsgd.clip_factors(sq_norms, self.clip_norm, self.scale)
             t = self._tick("clip", t)
-            for total, grad in zip(means, grads, strict=True):
-                if fresh:
-                    dpsgd.weighted_sum(grad, n, factors, out=total)
-                else:
-                    total += dpsgd.weighted_sum(grad, n, factors)
-                # a factored weight's sum is the weight-gradient matmul the graph did not do
-                t = self._tick("weight_grads" if isinstance(grad, dpsgd.Outer) else "clip", t)
+            # a factored weight's sum is the weight-gradient matmul the graph did not do
+            for factored in (False, True):
+                for total, grad in zip(means, grads, strict=True):
+                    if isinstance(grad, dpsgd.Outer) is not factored:
+                        continue
+                    if fresh:
+                        dpsgd.weighted_sum(grad, n, factors, out=total)
+                    else:
+                        total += dpsgd.weighted_sum(grad, n, factors)
+                t = self._tick("weight_grads" if factored else "clip", t)
             fresh = False
             loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
-            t = self._tick("clip", t)
+            t = self._tick("inputs", t)  # bookkeeping: the loss the round reports
         if fresh:  # an empty Poisson sample: the step is pure noise
             for total in means:
                 total.fill(0.0)
