@@ -224,7 +224,7 @@ class DPStep:
             factors = dpsgd.clip_factors(sq_norms, self.clip_norm, self.scale)
             t = self._tick("clip", t)
             # a factored weight's sum is the weight-gradient matmul the graph did not do
-            for factored in (False, True):
+            for factored in (False, True) if self.outer else (False,):
                 for total, grad in zip(means, grads, strict=True):
                     if isinstance(grad, dpsgd.Outer) is not factored:
                         continue

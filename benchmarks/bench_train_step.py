@@ -2,14 +2,16 @@
 
 Ours is ``agents.training_step.DPStep`` over ``agents.sandbox_worker.LocalGraph``: the exact
 code a round runs in the sandbox child (same session options, same shared-memory layout and
-I/O binding), minus the process boundary. Its graph is written with onnx.helper: forward, then
+I/O binding), minus the process boundary; ``ours_factored_sandboxed`` is the runner's own path,
+the graph in the sandboxed child process (seccomp, namespaces, limits) with its pipe round trip
+per call. Its graph is written with onnx.helper: forward, then
 the per-example backward as batched ops (outer products ``x_b d_b^T`` by broadcast Mul, or by
 a batched K=1 MatMul for narrow layers; the backprop through ``d @ W^T``). That is a legitimate
 package an organization could ship; with ``--sdk`` the graph exported by ``agents.sdk`` (make_fx
 + dynamo; factored, since every parameter of that MLP belongs to an ``nn.Linear``) is timed as
 well, its ratio taken against the torch rate measured earlier in the same run.
 
-Each MLP is timed twice through our path: ``ours`` with materialized per-example weight
+Each MLP is timed (at least) twice through our path: ``ours`` with materialized per-example weight
 gradients ``grad.W`` [B, in, out] (the graph does the outer products, the vault reads them to
 clip), and ``ours_factored`` with ``grad: outer`` weights (torch layout [out, in]): the graph
 outputs only ``act.W`` [B, in] and ``sig.W`` [B, out], and the vault computes norms from the
@@ -73,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import dpsgd  # noqa: E402
 from agents.runner import task_io  # noqa: E402
+from agents.sandbox import Sandbox, SandboxLimits  # noqa: E402
 from agents.sandbox_worker import LocalGraph  # noqa: E402
 from agents.training_step import DPStep  # noqa: E402
 
@@ -235,11 +238,17 @@ class Ours:
     """Our DP step on one graph, timed in blocks."""
 
     def __init__(self, model_bytes: bytes, task: dict[str, Any], params: list[np.ndarray],
-                 threads: int) -> None:  # fmt: skip
+                 threads: int, sandboxed: bool = False) -> None:  # fmt: skip
         self.task = task
         self.x, self.y = _data(task)
         inputs, outputs = task_io(task)
-        self.graph = LocalGraph(model_bytes, inputs, outputs, threads)
+        self.graph: LocalGraph | Sandbox
+        if sandboxed:  # the runner's own path: the graph in the sandboxed child process
+            limits = SandboxLimits(memory_mib=4096, time_s=3600, threads=threads)
+            box = Sandbox(model_bytes, inputs, outputs, limits, ["CPUExecutionProvider"])
+            self.graph = box.__enter__()
+        else:
+            self.graph = LocalGraph(model_bytes, inputs, outputs, threads)
         self.stepper = DPStep(
             self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH), dpsgd.SGD(LR)
         )
@@ -247,6 +256,12 @@ class Ours:
         self.steps = 0  # since the last reset()
         self.batch_index = 0
         self._helper_base = 0.0
+
+    def close(self) -> None:
+        """Stop the noise helper and, if sandboxed, the child."""
+        self.stepper.close()
+        if isinstance(self.graph, Sandbox):
+            self.graph.close()
 
     def reset(self) -> None:
         """Start counting steps, section times and the helper's drawing time afresh."""
@@ -435,6 +450,9 @@ def bench_model(name: str, threads: int, seconds: float, blocks: int) -> dict[st
         ftask = task_for(sizes, loss, BATCH, factored=True)
         fgraph = mlp_graph(sizes, loss, BATCH, factored=True)
         variants["ours_factored"] = Ours(fgraph, ftask, _init_params(ftask), threads)
+        variants["ours_factored_sandboxed"] = Ours(
+            fgraph, ftask, _init_params(ftask), threads, sandboxed=True
+        )
     first = variants["ours"]
     theirs = Torch(sizes, loss, first.x, first.y, threads)
     errors = {}
@@ -469,7 +487,7 @@ def bench_model(name: str, threads: int, seconds: float, blocks: int) -> dict[st
     }
     for label, ours in variants.items():
         result[label] = _summary(ours, rates[label])
-        ours.stepper.close()
+        ours.close()
     torch_rate = statistics.median(torch_rates)
     result["torch"] = {
         "steps_per_s": round(torch_rate, 2),
@@ -506,7 +524,7 @@ def bench_sdk(threads: int, seconds: float) -> dict[str, Any]:
         ours.step()
     ours.reset()
     summary = _summary(ours, [ours.block(seconds / 3) for _ in range(3)])
-    ours.stepper.close()
+    ours.close()
     return summary
 
 
@@ -542,7 +560,7 @@ def main() -> None:
     }
     for name in args.models:
         result = bench_model(name, args.threads, args.seconds, args.blocks)
-        for label in ("ours", "ours_factored"):
+        for label in ("ours", "ours_factored", "ours_factored_sandboxed"):
             if label in result:
                 share = result[label]["gflops"] / report["peak_estimate"]["gflops"]
                 result[label]["share_of_peak"] = round(share, 4)
