@@ -141,21 +141,9 @@ def _copy_model() -> bytes:
     return model.SerializeToString()
 
 
-def test_a_rounds_update_carries_noise_of_std_sigma_c_lr_over_e():
-    clip, sigma, lr, expected = 1.0, 20.0, 0.5, 4.0
-    direction = np.random.default_rng(0).standard_normal(D).astype(np.float32)
-    direction /= np.linalg.norm(direction)
+def _copy_round(direction: np.ndarray, dp: DPConfig):
     features = np.tile(3.0 * direction, (64, 1))  # every example's gradient has norm 3 > C
-    dp = DPConfig(
-        clip_norm=clip,
-        noise_multiplier=sigma,
-        delta=1e-5,
-        epsilon_budget=5.0,
-        learning_rate=lr,
-        local_steps=1,
-        expected_batch_size=int(expected),
-    )
-    outcome = run_round(
+    return run_round(
         _copy_task(),
         _copy_model(),
         {"w": np.zeros(D, np.float32)},
@@ -168,9 +156,41 @@ def test_a_rounds_update_carries_noise_of_std_sigma_c_lr_over_e():
         validate=False,
         probe=False,
     )
+
+
+def _dp(optimizer: str, lr: float) -> DPConfig:
+    return DPConfig(
+        clip_norm=1.0,
+        noise_multiplier=20.0,
+        delta=1e-5,
+        epsilon_budget=5.0,
+        learning_rate=lr,
+        optimizer=optimizer,
+        local_steps=1,
+        expected_batch_size=4,
+    )
+
+
+def test_a_rounds_update_carries_noise_of_std_sigma_c_lr_over_e():
+    clip, sigma, lr, expected = 1.0, 20.0, 0.5, 4.0
+    direction = np.random.default_rng(0).standard_normal(D).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    outcome = _copy_round(direction, _dp("sgd", lr))
     assert outcome.sandbox["noise"] == "helper process"
     # each of the n sampled examples, clipped to C (less the norm margin of 1e-4), then * lr/E
     clipped = outcome.result.samples * clip / 1.0001 * direction * lr / expected
     noise = -outcome.result.delta["w"] - clipped
     assert abs(noise.std() / (sigma * clip * lr / expected) - 1) < 0.05
     assert abs(noise.mean()) < 0.05 * sigma * clip * lr / expected
+
+
+def test_adams_gradient_carries_the_noise():
+    # every example pushes every coordinate the same way; Adam's first step is about
+    # -lr * sign(gradient), so without noise in its gradient every coordinate would fall
+    direction = np.full(D, 1.0 / np.sqrt(D), np.float32)
+    outcome = _copy_round(direction, _dp("adam", 0.01))
+    delta = outcome.result.delta["w"]
+    # |g| / (|g| + eps): the odd coordinate whose noisy gradient lands near 0 steps less
+    assert np.mean(np.isclose(np.abs(delta), 0.01, rtol=1e-3)) > 0.999
+    assert np.abs(delta).max() <= 0.01 * (1 + 1e-5)
+    assert 0.45 < np.mean(delta > 0) < 0.55  # noise std 5 per coordinate, the mean ~0.003
