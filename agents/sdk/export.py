@@ -143,7 +143,16 @@ def _convolution_backward(
     return grad_x, grad_w, grad_b
 
 
-_DECOMPOSITIONS = {aten.convolution_backward.default: _convolution_backward}
+def _threshold_backward(grad_out: torch.Tensor, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """ReLU's backward as a multiply by the mask. torch's own decomposition is a Where with a
+    broadcast scalar, which ONNX Runtime runs element by element: 42% of the conv net's step."""
+    return grad_out * (x > threshold).to(grad_out.dtype)
+
+
+_DECOMPOSITIONS = {
+    aten.convolution_backward.default: _convolution_backward,
+    aten.threshold_backward.default: _threshold_backward,
+}
 
 
 # -------------------------------------------------------------------------------- the graph
