@@ -91,13 +91,16 @@ class NoiseAhead:
             close_fds=True,
             env=env,
         )
+        assert self._process.stdout is not None
+        os.set_blocking(self._process.stdout.fileno(), False)
         config = {"fd": self._fd, "size": self.size, "std": self.std}
         self._send(json.dumps(config).encode("ascii") + b"\n")
 
     def _send(self, data: bytes) -> None:
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(data)
-        self._process.stdin.flush()
+        view = memoryview(data)
+        while view:  # unbuffered: one write(2) for a command
+            view = view[os.write(self._process.stdin.fileno(), view) :]
 
     def _receive(self) -> None:
         """Wait for the helper's answer to a draw; OSError if it has none."""
@@ -106,10 +109,13 @@ class NoiseAhead:
         answer = b""
         deadline = time.monotonic() + _TIMEOUT_S
         while len(answer) < _REPLY.size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise OSError("the noise helper did not answer")
-            chunk = os.read(fd, _REPLY.size - len(answer))
+            try:  # the pipe does not block: usually the answer is there already
+                chunk = os.read(fd, _REPLY.size - len(answer))
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise OSError("the noise helper did not answer") from None
+                continue
             if not chunk:
                 raise OSError("the noise helper exited")
             answer += chunk

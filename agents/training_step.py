@@ -207,6 +207,7 @@ class DPStep:
             if n == 0:
                 continue  # an empty Poisson sample still takes a (pure noise) step
             self.noise.start()  # the helper draws while the graph runs (no-op if it has)
+            t = self._tick("noise", t)
             if probe and call == 0 and n >= 2 and len(self.features) > n:
                 members = set(rows.tolist())
                 outside = int(rng.uniform(1)[0] * len(self.features))

@@ -256,6 +256,7 @@ class Ours:
         self.params = [p.copy() for p in params]
         self.steps = 0  # since the last reset()
         self.batch_index = 0
+        self.rng = dpsgd.SecureRandom()  # only the probe would use it (the batches are fixed)
         self._helper_base = 0.0
 
     def close(self) -> None:
@@ -281,7 +282,7 @@ class Ours:
         self.batch_index += 1
         self.steps += 1
         chosen = np.arange(first, first + BATCH)
-        self.stepper.step(self.params, chosen, dpsgd.SecureRandom())
+        self.stepper.step(self.params, chosen, self.rng)
 
     def block(self, seconds: float) -> float:
         """Steps per second over about ``seconds``."""
