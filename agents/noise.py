@@ -35,7 +35,7 @@ import numpy as np
 
 from agents import NOISE_WORKER_ARG, worker_command
 from agents.dpsgd import SecureRandom
-from agents.sandbox import shared_memory_fd
+from agents.sandbox import release_shared, shared_memory_fd, stop_child
 
 _REPLY = struct.Struct("<cd")
 _TIMEOUT_S = 30.0  # a draw takes milliseconds; past this the helper is stuck
@@ -172,30 +172,12 @@ class NoiseAhead:
         process, self._process = self._process, None
         self._pending = False
         if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(OSError):
-                    assert process.stdin is not None
-                    process.stdin.write(b"Q")
-                    process.stdin.close()
-                try:
-                    process.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            for stream in (process.stdin, process.stdout):
-                if stream is not None and not stream.closed:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+            stop_child(process)  # before the wipe: it may be drawing
         if self._shared is not None:
             self._shared.fill(0.0)
             self._shared = None
-        if self._region is not None:
-            with contextlib.suppress(BufferError):
-                self._region.close()
-            self._region = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        release_shared(self._region, self._fd)
+        self._region, self._fd = None, -1
 
     def close(self) -> None:
         """Stop the helper and wipe the noise."""

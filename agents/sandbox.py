@@ -76,6 +76,35 @@ def shared_memory_fd(size: int, name: str) -> int:
     return fd
 
 
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """Ask a helper child to quit (``Q`` on its stdin), SIGKILL it if it has not in 2 s, and
+    close our ends of its pipes."""
+    if process.poll() is None and process.stdin is not None:
+        try:
+            process.stdin.write(b"Q")
+            process.stdin.close()
+            process.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if process.poll() is None:
+        process.kill()  # SIGKILL to our own child, by its pid
+        process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None and not stream.closed:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def release_shared(region: mmap.mmap | None, fd: int) -> None:
+    """Unmap ``region`` and close ``fd`` (either may be absent: None, -1)."""
+    if region is not None:
+        # BufferError: a caller still holds a view; the mapping goes when that does
+        with contextlib.suppress(BufferError):
+            region.close()
+    if fd >= 0:
+        os.close(fd)
+
+
 def _worker_command() -> list[str]:
     return worker_command(SANDBOX_WORKER_ARG)
 
@@ -234,27 +263,11 @@ class Sandbox:
     def close(self) -> None:
         """Stop the child (kill it if it does not quit at once) and free everything."""
         if self._process is not None:
-            if self._process.poll() is None and self._process.stdin is not None:
-                try:
-                    self._process.stdin.write(b"Q")
-                    self._process.stdin.close()
-                    self._process.wait(timeout=2)
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
-            self._kill()
-            for stream in (self._process.stdin, self._process.stdout):
-                if stream is not None and not stream.closed:
-                    stream.close()
+            stop_child(self._process)
             self._process = None
         self.arrays = {}
-        if self._region is not None:
-            # BufferError: a caller still holds a view; the mapping goes when that does
-            with contextlib.suppress(BufferError):
-                self._region.close()
-            self._region = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        release_shared(self._region, self._fd)
+        self._region, self._fd = None, -1
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
