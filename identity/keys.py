@@ -79,6 +79,40 @@ def public_key_of(did: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw[2:])
 
 
+def did_document(did: str) -> dict[str, Any]:
+    """The DID document of an Ed25519 did:key, exactly as didkit resolves it.
+
+    Built here, not through didkit's async ``resolve_did``: a process that has used didkit's
+    async API can die at exit (see :mod:`identity.vc_jwt`). A did:key carries its key, so the
+    document is a pure function of the DID; the tests compare it with didkit's.
+    """
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = public_key_of(did).public_bytes(Encoding.Raw, PublicFormat.Raw)
+    did = did.split("#")[0]
+    method = f"{did}#{did.removeprefix('did:key:')}"
+    return {
+        "@context": [
+            "https://www.w3.org/ns/did/v1",
+            {
+                "Ed25519VerificationKey2018": "https://w3id.org/security#Ed25519VerificationKey2018",
+                "publicKeyJwk": {"@id": "https://w3id.org/security#publicKeyJwk", "@type": "@json"},
+            },
+        ],
+        "id": did,
+        "verificationMethod": [
+            {
+                "id": method,
+                "type": "Ed25519VerificationKey2018",
+                "controller": did,
+                "publicKeyJwk": {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)},
+            }
+        ],
+        "authentication": [method],
+        "assertionMethod": [method],
+    }
+
+
 def sign(jwk: str, data: bytes) -> bytes:
     """Raw Ed25519 signature of ``data``."""
     return _private_key(jwk).sign(data)

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from app.commands.unlock import open_vault, read_secret
 from app.output import emit, json_option, print_fields, print_json
 from identity.backup import write_backup
-from identity.keys import public_key_of
-
-
-def did_document(did: str) -> dict[str, Any]:
-    """The DID document of a did:key, resolved by didkit (built from the key if that fails)."""
-    try:
-        import didkit
-
-        return json.loads(asyncio.run(didkit.resolve_did(did, "{}")))
-    except Exception:  # noqa: BLE001 - didkit missing or failing: the key says it all
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        from identity.keys import b64url
-
-        raw = public_key_of(did).public_bytes(Encoding.Raw, PublicFormat.Raw)
-        method = f"{did}#{did.removeprefix('did:key:')}"
-        return {
-            "@context": ["https://www.w3.org/ns/did/v1"],
-            "id": did,
-            "verificationMethod": [
-                {
-                    "id": method,
-                    "type": "Ed25519VerificationKey2018",
-                    "controller": did,
-                    "publicKeyJwk": {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)},
-                }
-            ],
-            "authentication": [method],
-            "assertionMethod": [method],
-        }
+from identity.keys import did_document
 
 
 @click.group(invoke_without_command=True)

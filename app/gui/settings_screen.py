@@ -34,6 +34,7 @@ from app.gui.passphrase_dialog import ChangePassphraseDialog
 from app.gui.session import Session
 from app.gui.widgets import LazyRefresh, label, screen_header
 from app.gui.worker import CancelledFn, ProgressFn
+from identity.keys import did_document
 
 
 def gpu_runtime_installed() -> bool:
@@ -43,17 +44,6 @@ def gpu_runtime_installed() -> bool:
         return True
     except metadata.PackageNotFoundError:
         return False
-
-
-def did_document(did: str) -> str:
-    """The DID document of ``did`` as indented JSON, resolved by didkit (did:key is local)."""
-    import asyncio
-
-    import didkit
-
-    resolved = didkit.resolve_did(did, "{}")
-    text = asyncio.run(resolved) if asyncio.iscoroutine(resolved) else resolved
-    return json.dumps(json.loads(text), indent=2)
 
 
 class SettingsScreen(LazyRefresh, QWidget):
@@ -271,7 +261,7 @@ class SettingsScreen(LazyRefresh, QWidget):
         did = vault.did
 
         def job(progress: ProgressFn, cancelled: CancelledFn) -> str:
-            return did_document(did)
+            return json.dumps(did_document(did), indent=2)
 
         def show(text: str) -> None:
             box = QMessageBox(self)

@@ -51,3 +51,19 @@ def test_exchange_address_is_saved(qtbot, unlocked_window) -> None:
 
     # Kept where `tessera requests sync` finds it too.
     assert exchange_url(unlocked_window.session.vault) == "http://127.0.0.1:9000"
+
+
+def test_identity_document_is_shown(qtbot, unlocked_window, monkeypatch) -> None:
+    import json
+
+    from PySide6.QtWidgets import QMessageBox
+
+    shown: list[str] = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.detailedText()))
+    window = unlocked_window
+    window.show_screen("settings")
+    qtbot.mouseClick(window.settings.document_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(shown), timeout=20_000)
+    document = json.loads(shown[0])
+    assert document["id"] == window.session.vault.did
+    assert document["verificationMethod"][0]["controller"] == window.session.vault.did
