@@ -41,10 +41,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # Sums of squares run in float32 over blocks of this many values, then add up in float64. In
 # any summation order the float32 error of one block is at most BLOCK * 2**-24 = 6.1e-5 of its
-# value (3.1e-5 on the norm). A factored norm |a|^2 |s|^2 multiplies two such sums in float32:
-# at most 1.221e-4 on the square (one more rounding: 6e-8), 6.1e-5 on the norm. _NORM_MARGIN
-# covers both: clipped norms never exceed C. (With T > 1 positions the factored norms are
-# computed in float64, with a bound.)
+# value (3.1e-5 on the norm). A factored norm |a|^2 |s|^2 multiplies two such sums: at most
+# 1.22e-4 on the square, 6.1e-5 on the norm. _NORM_MARGIN covers both: clipped norms never
+# exceed C. (With T > 1 positions the factored norms are computed in float64, with a bound.)
 _BLOCK = 1024
 _NORM_MARGIN = 1.0 + 1e-4
 # The clipped sum runs as one gemv per slice of this many columns. Slices of 64 x 4096 stay
@@ -218,8 +217,8 @@ def _row_sq_norms(rows: np.ndarray) -> np.ndarray:
 def _outer_sq_norms(grad: Outer, n: int) -> np.ndarray:
     """|sum_t outer(s_t, a_t)|_F^2 per example, never below the true value beyond the margin."""
     sig, act, positions = grad.rows(n)
-    if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly (one more float32 rounding)
-        return _row_sq_norms(sig) * _row_sq_norms(act)
+    if positions == 1:  # |outer(s, a)|^2 = |s|^2 |a|^2 exactly; the product in float64
+        return np.multiply(_row_sq_norms(sig), _row_sq_norms(act), dtype=np.float64)
     p, q = sig.shape[1], act.shape[1]
     sig = sig.reshape(n, positions, p)
     act = act.reshape(n, positions, q)

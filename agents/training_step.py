@@ -76,13 +76,18 @@ class DPStep:
         # per batch size n: (private, shared) row views to copy, and the gradients over them
         self._copies: dict[int, tuple[list[tuple[np.ndarray, ...]], list[dpsgd.PerExample]]] = {}
         # every clipped gradient is scaled by this, so its sensitivity is C * scale
-        self.scale = optimizer.gradient_scale / expected_batch_size
+        self.scale = self._scale(optimizer, expected_batch_size)
         self.noise = noise or self.noise_source(
             task, clip_norm, noise_multiplier, expected_batch_size, optimizer
         )
 
     @staticmethod
+    def _scale(optimizer: dpsgd.SGD | dpsgd.Adam, expected_batch_size: float) -> float:
+        return optimizer.gradient_scale / expected_batch_size
+
+    @classmethod
     def noise_source(
+        cls,
         task: Mapping[str, Any],
         clip_norm: float,
         noise_multiplier: float,
@@ -91,7 +96,7 @@ class DPStep:
     ) -> NoiseAhead:
         """The noise for a DPStep with these settings: std sigma * C * scale / E."""
         size = sum(int(np.prod(p["shape"])) for p in task["params"])
-        scale = optimizer.gradient_scale / expected_batch_size
+        scale = cls._scale(optimizer, expected_batch_size)
         return NoiseAhead(size, noise_multiplier * clip_norm * scale)
 
     def close(self) -> None:
