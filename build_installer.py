@@ -28,6 +28,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
@@ -465,18 +466,28 @@ def _smoke_models(folder: Path) -> tuple[Path, Path]:
     return folder / "good.onnx", folder / "hostile.onnx"
 
 
-def _smoke_training(folder: Path) -> tuple[Path, Path]:
-    """A small task package (the demo's linear model, no torch) and training data for it."""
+def _smoke_training(folder: Path, width: int | None = None, rows: int = 200) -> tuple[Path, Path]:
+    """A task package (the demo's linear model, no torch; ``width`` inputs, six by default)
+    and ``rows`` rows of training data for it."""
     import numpy as np
 
     from app.gui.demo_exchange import FEATURES, task_package
 
-    package, data = folder / "task.tpkg", folder / "train.npz"
-    package.write_bytes(task_package("steps"))
+    width = width or FEATURES
+    package, data = folder / f"task{width}.tpkg", folder / f"train{width}.npz"
+    package.write_bytes(task_package("steps", width))
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((200, FEATURES)).astype(np.float32)
-    np.savez(data, features=features, labels=features @ np.arange(FEATURES, dtype=np.float32))
+    features = rng.standard_normal((rows, width)).astype(np.float32)
+    np.savez(data, features=features, labels=features @ np.arange(width, dtype=np.float32))
     return package, data
+
+
+def _smoke_rounds(
+    package: Path, data: Path, rounds: int, env: dict[str, str], home: Path
+) -> dict[str, Any]:
+    """`tessera task run PACKAGE --data DATA --rounds N --local-steps 3 --json`, parsed."""
+    args = ["task", "run", str(package), "--data", str(data), "--rounds", str(rounds)]
+    return json.loads(_run([*args, "--local-steps", "3", "--json"], env, home))
 
 
 def _first_window_ms(env: dict[str, str], cwd: Path, shots: Path) -> int:
@@ -574,28 +585,16 @@ def smoke() -> dict[str, object]:
         # a real DP-SGD round: the bundle starts itself as the sandboxed child, runs ONNX
         # Runtime there and accounts privacy with dp-accounting
         package, data = _smoke_training(home)
-        trained = json.loads(
-            _run(
-                [
-                    "task",
-                    "run",
-                    str(package),
-                    "--data",
-                    str(data),
-                    "--rounds",
-                    "2",
-                    "--local-steps",
-                    "3",
-                    "--json",
-                ],
-                env,
-                home,
-            )  # fmt: skip
-        )
+        trained = _smoke_rounds(package, data, 2, env, home)
         assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
-        # the bundle also starts itself as the noise helper (agents/noise.py)
-        helper = (os.cpu_count() or 1) > 1
-        assert trained["noise_drawn_by"] == ("helper process" if helper else "in process"), trained
+        assert trained["noise_drawn_by"] == "in process", trained  # 7 parameters
+        # a model big enough for the noise helper: the bundle starts itself as that too
+        from agents.noise import HELPER_MIN_VALUES
+
+        package, data = _smoke_training(home, HELPER_MIN_VALUES, rows=16)
+        wide = _smoke_rounds(package, data, 1, env, home)
+        helper = "helper process" if (os.cpu_count() or 1) > 1 else "in process"
+        assert wide["noise_drawn_by"] == helper and len(wide["rounds"]) == 1, wide
         shots = home / "shots"
         first_window_ms = _first_window_ms(env, home, shots)
         pngs = sorted(p.name for p in shots.glob("*.png"))

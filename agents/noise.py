@@ -39,6 +39,10 @@ from agents.sandbox import release_shared, shared_memory_fd, stop_child
 
 _REPLY = struct.Struct("<cd")
 _TIMEOUT_S = 30.0  # a draw takes milliseconds; past this the helper is stuck
+# Below this many values a draw takes under 0.2 ms, about what waking the helper and reading
+# its buffer cost, and a helper per round (numpy and cryptography imported: ~0.1 s of CPU and
+# ~40 MB) would cost more than it saves: most recipes' models have a few dozen parameters.
+HELPER_MIN_VALUES = 1 << 16
 
 
 class NoiseAhead:
@@ -48,7 +52,8 @@ class NoiseAhead:
     ``std`` is sigma * C * k when the means are clipped sums times k: the Gaussian mechanism
     on the sum, scaled. The noise never leaves this object and the helper; :meth:`close`
     zeroes it (whoever learned a step's noise could subtract it from the released update).
-    ``ahead=False`` draws when asked for, in this process.
+    ``ahead`` (default: with more than one core and at least HELPER_MIN_VALUES values) says
+    whether a helper draws; without one, draws are made when asked for, in this process.
     """
 
     def __init__(self, size: int, std: float, ahead: bool | None = None) -> None:
@@ -63,7 +68,7 @@ class NoiseAhead:
         self._pending = False
         self._closed = False
         if ahead is None:
-            ahead = (os.cpu_count() or 1) > 1
+            ahead = (os.cpu_count() or 1) > 1 and size >= HELPER_MIN_VALUES
         if ahead:
             with contextlib.suppress(OSError):
                 self._start_helper()

@@ -49,8 +49,9 @@ REQUESTS = [
 ]
 
 
-def task_package(label: str) -> bytes:
-    """A task package (``agents.package`` format) for the linear model predicting ``label``."""
+def task_package(label: str, features: int = FEATURES) -> bytes:
+    """A task package (``agents.package`` format) for the linear model predicting ``label``
+    from ``features`` numbers (the demo's recipe gives six)."""
     import numpy as np
 
     from agents.linear_task import linear_mse_model
@@ -60,22 +61,22 @@ def task_package(label: str) -> bytes:
         "format": "tessera-task/1",
         "name": f"linear-{label}",
         "params": [
-            {"name": "w", "shape": [FEATURES], "dtype": "float32"},
+            {"name": "w", "shape": [features], "dtype": "float32"},
             {"name": "b", "shape": [1], "dtype": "float32"},
         ],
         "batch_size": BATCH,
-        "features": {"recipe": "daily_activity", "shape": [FEATURES], "dtype": "float32"},
+        "features": {"recipe": "daily_activity", "shape": [features], "dtype": "float32"},
         "label": {"field": label, "dtype": "float32", "classes": None},
         "loss": "mse",
         "files": {},
         "opset": 17,
-        "flops_per_example": 4 * FEATURES,
+        "flops_per_example": 4 * features,
         "created_by": "Tessera demo",
     }
-    params = {"w": np.zeros(FEATURES, np.float32), "b": np.zeros(1, np.float32)}
+    params = {"w": np.zeros(features, np.float32), "b": np.zeros(1, np.float32)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "task.tpkg"
-        write_package(path, task, linear_mse_model(FEATURES, BATCH), params)
+        write_package(path, task, linear_mse_model(features, BATCH), params)
         return path.read_bytes()
 
 

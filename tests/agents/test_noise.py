@@ -14,7 +14,7 @@ from onnx import TensorProto
 from onnx import helper as oh
 
 from agents.accounting import PrivacyLedger
-from agents.noise import NoiseAhead
+from agents.noise import HELPER_MIN_VALUES, NoiseAhead
 from agents.runner import DPConfig, SandboxLimits, run_round, task_io
 from agents.sandbox import Sandbox, resolve_providers
 from tests.agents.test_runner import _task as logistic_task
@@ -48,6 +48,14 @@ def test_every_step_gets_fresh_noise_added_in_place():
     assert abs(first.std() - 1) < 0.03 and abs(second.std() - 1) < 0.03
 
 
+def test_small_draws_are_made_in_process():
+    # a helper per round would cost more than the draws of a few thousand values
+    with NoiseAhead(HELPER_MIN_VALUES - 1, 1.0) as small:
+        assert small.mode == "in process"
+    with NoiseAhead(HELPER_MIN_VALUES, 1.0) as big:
+        assert big.mode == ("helper process" if (os.cpu_count() or 1) > 1 else "in process")
+
+
 def test_means_that_do_not_fit_are_refused():
     with NoiseAhead(10, 1.0, ahead=False) as noise:
         with pytest.raises(ValueError, match="noise for 10 values"):
@@ -73,7 +81,7 @@ def test_a_helper_that_dies_is_replaced_by_drawing_in_process():
 
 
 def test_close_stops_the_helper_and_wipes_the_noise():
-    noise = NoiseAhead(1000, 1.0)
+    noise = NoiseAhead(1000, 1.0, ahead=True)
     helper = noise._process
     assert helper is not None
     _draw(noise, 1000)
@@ -88,7 +96,7 @@ def test_the_sandbox_child_holds_no_descriptor_of_the_noise():
     task = logistic_task()
     inputs, outputs = task_io(task)
     limits = SandboxLimits(memory_mib=1024, time_s=30, threads=1)
-    with NoiseAhead(1000, 1.0) as noise:
+    with NoiseAhead(1000, 1.0, ahead=True) as noise:
         providers = resolve_providers("cpu")
         with Sandbox(logistic_model(), inputs, outputs, limits, providers) as box:
             assert box._process is not None
@@ -104,7 +112,7 @@ def test_the_sandbox_child_holds_no_descriptor_of_the_noise():
 
 # --------------------------------------------------------------- the noise in a real round
 
-D = 30_000
+D = HELPER_MIN_VALUES  # big enough for the helper
 B = 8
 
 
