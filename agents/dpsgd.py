@@ -14,7 +14,8 @@ from the factors (``|a_i|^2 |s_i|^2``, or Gram matrices over T positions) and th
 is one matmul ``(c * S)^T A``, so the [B, P, Q] per-example gradients never exist.
 
 Randomness: :class:`SecureRandom` draws every uniform, Bernoulli and Gaussian from AES-256 in
-counter mode under a fresh 256-bit key from ``os.urandom`` (one instance per step). AES-CTR is
+counter mode under a fresh 256-bit key from ``os.urandom`` (one instance per step for the
+Poisson sample, one per round for the noise: ``agents.noise``). AES-CTR is
 the keystream of NIST SP 800-90A's CTR_DRBG, so its output is computationally
 indistinguishable from uniform bits; a statistical generator such as PCG64 is not (its state
 can be recovered from its outputs), and the Gaussian mechanism's proof assumes the adversary

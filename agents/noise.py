@@ -8,7 +8,7 @@ GIL through the AES keystream and between its numpy calls, and the step's many s
 calls then queue for the lock (measured: a drawing thread slowed the rest of the step by 0.2 ms
 of the 0.9 ms it hid; a process, by 0.05 ms). The helper is our code, trusted like the vault,
 started at the start of a round, alongside the sandbox child: it draws each step's noise
-(:meth:`agents.dpsgd.SecureRandom.normal`, a fresh AES key per step) into a shared-memory
+(:meth:`agents.dpsgd.SecureRandom.normal`, one fresh AES key per round) into a shared-memory
 buffer that only the vault and it map. The sandbox child is started with none of our
 descriptors and cannot reach either process (seccomp: no ptrace, no process_vm_readv, no
 open). On one core, or if the helper cannot start or dies, the draw runs in the vault's own
@@ -67,6 +67,7 @@ class NoiseAhead:
         self._shared: np.ndarray | None = None
         self._pending = False
         self._closed = False
+        self._rng: SecureRandom | None = None
         if ahead is None:
             ahead = (os.cpu_count() or 1) > 1 and size >= HELPER_MIN_VALUES
         if ahead:
@@ -153,7 +154,9 @@ class NoiseAhead:
             except OSError:
                 self._stop_helper()  # the same noise, drawn here from now on
         started = time.perf_counter()
-        SecureRandom().normal(self.size, self.std, out=self._local)
+        if self._rng is None:
+            self._rng = SecureRandom()  # one key per round: each draw continues its stream
+        self._rng.normal(self.size, self.std, out=self._local)
         self.draw_seconds += time.perf_counter() - started
         return self._local
 
@@ -207,9 +210,10 @@ def worker_main() -> None:
     region = mmap.mmap(config["fd"], max(4 * size, 4))
     noise = np.frombuffer(region, dtype=np.float32, count=size)
     seconds = 0.0
+    rng = SecureRandom()  # one key for the round: each draw continues its keystream
     while stdin.read(1) == b"D":
         started = time.perf_counter()
-        SecureRandom().normal(size, std, out=noise)
+        rng.normal(size, std, out=noise)
         seconds += time.perf_counter() - started
         out.write(_REPLY.pack(b"K", seconds))
         out.flush()
