@@ -39,9 +39,9 @@ from agents.sandbox import release_shared, shared_memory_fd, stop_child
 
 _REPLY = struct.Struct("<cd")
 _TIMEOUT_S = 30.0  # a draw takes milliseconds; past this the helper is stuck
-# Below this many values a draw takes under 0.2 ms, about what waking the helper and reading
-# its buffer cost, and a helper per round (numpy and cryptography imported: ~0.1 s of CPU and
-# ~40 MB) would cost more than it saves: most recipes' models have a few dozen parameters.
+# Below this many values a draw takes under 0.2 ms, and a helper per round (numpy and
+# cryptography imported: ~0.1 s of CPU and ~40 MB) would cost more than it saves over a round's
+# few local steps; most recipes' models have a few dozen parameters.
 HELPER_MIN_VALUES = 1 << 16
 
 
