@@ -7,7 +7,6 @@ lives in the key file, as the CLI's `tessera keyring enable` keeps it.
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 
 from PySide6.QtCore import QUrl, Signal
@@ -30,11 +29,10 @@ from PySide6.QtWidgets import (
 
 from app.gui.backup_dialog import BackupDialog
 from app.gui.errors import show_error
+from app.gui.identity_document_dialog import IdentityDocumentDialog
 from app.gui.passphrase_dialog import ChangePassphraseDialog
 from app.gui.session import Session
 from app.gui.widgets import LazyRefresh, label, screen_header
-from app.gui.worker import CancelledFn, ProgressFn
-from identity.keys import did_document
 
 
 def gpu_runtime_installed() -> bool:
@@ -257,17 +255,4 @@ class SettingsScreen(LazyRefresh, QWidget):
             QMessageBox.information(self, "Passphrase changed", "Your new passphrase is set.")
 
     def _show_document(self) -> None:
-        vault = self.session.require()
-        did = vault.did
-
-        def job(progress: ProgressFn, cancelled: CancelledFn) -> str:
-            return json.dumps(did_document(did), indent=2)
-
-        def show(text: str) -> None:
-            box = QMessageBox(self)
-            box.setWindowTitle("Identity document")
-            box.setText("Your public identity document. It holds no secret.")
-            box.setDetailedText(text)
-            box.exec()
-
-        self.session.work.start(job, show, lambda e: show_error(self, "Identity document", e))
+        IdentityDocumentDialog(self.session.require().did, self).exec()

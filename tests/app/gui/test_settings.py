@@ -53,13 +53,21 @@ def test_exchange_address_is_saved(qtbot, unlocked_window) -> None:
     assert exchange_url(unlocked_window.session.vault) == "http://127.0.0.1:9000"
 
 
-def test_identity_document_is_shown(qtbot, unlocked_window, monkeypatch) -> None:
+def test_identity_document_is_shown_and_copied(qtbot, unlocked_window, monkeypatch) -> None:
     import json
 
-    from PySide6.QtWidgets import QMessageBox
+    from PySide6.QtGui import QGuiApplication
+
+    from app.gui.identity_document_dialog import IdentityDocumentDialog
 
     shown: list[str] = []
-    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.detailedText()))
+
+    def exec_(dialog: IdentityDocumentDialog) -> int:
+        qtbot.mouseClick(dialog.copy_button, Qt.MouseButton.LeftButton)
+        shown.append(dialog.text.toPlainText())
+        return 0
+
+    monkeypatch.setattr(IdentityDocumentDialog, "exec", exec_)
     window = unlocked_window
     window.show_screen("settings")
     qtbot.mouseClick(window.settings.document_button, Qt.MouseButton.LeftButton)
@@ -67,3 +75,4 @@ def test_identity_document_is_shown(qtbot, unlocked_window, monkeypatch) -> None
     document = json.loads(shown[0])
     assert document["id"] == window.session.vault.did
     assert document["verificationMethod"][0]["controller"] == window.session.vault.did
+    assert QGuiApplication.clipboard().text() == shown[0]
