@@ -589,11 +589,11 @@ def smoke() -> dict[str, object]:
         assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
         assert trained["noise_drawn_by"] == "in process", trained  # 7 parameters
         # a model big enough for the noise helper: the bundle starts itself as that too
-        from agents.noise import HELPER_MIN_VALUES
+        from agents.noise import HELPER_MIN_VALUES, cores_available
 
         package, data = _smoke_training(home, HELPER_MIN_VALUES, rows=16)
         wide = _smoke_rounds(package, data, 1, env, home)
-        helper = "helper process" if (os.cpu_count() or 1) > 1 else "in process"
+        helper = "helper process" if cores_available() > 1 else "in process"
         assert wide["noise_drawn_by"] == helper and len(wide["rounds"]) == 1, wide
         shots = home / "shots"
         first_window_ms = _first_window_ms(env, home, shots)

@@ -45,6 +45,13 @@ _TIMEOUT_S = 30.0  # a draw takes milliseconds; past this the helper is stuck
 HELPER_MIN_VALUES = 1 << 16
 
 
+def cores_available() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - macOS, Windows
+
+
 class NoiseAhead:
     """Gaussian noise N(0, std^2) for ``size`` values per step, added to the clipped means.
 
@@ -69,7 +76,7 @@ class NoiseAhead:
         self._closed = False
         self._rng: SecureRandom | None = None
         if ahead is None:
-            ahead = (os.cpu_count() or 1) > 1 and size >= HELPER_MIN_VALUES
+            ahead = cores_available() > 1 and size >= HELPER_MIN_VALUES
         if ahead:
             with contextlib.suppress(OSError):
                 self._start_helper()

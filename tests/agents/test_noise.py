@@ -14,7 +14,7 @@ from onnx import TensorProto
 from onnx import helper as oh
 
 from agents.accounting import PrivacyLedger
-from agents.noise import HELPER_MIN_VALUES, NoiseAhead
+from agents.noise import HELPER_MIN_VALUES, NoiseAhead, cores_available
 from agents.runner import DPConfig, SandboxLimits, run_round, task_io
 from agents.sandbox import Sandbox, resolve_providers
 from tests.agents.test_runner import _task as logistic_task
@@ -53,7 +53,7 @@ def test_small_draws_are_made_in_process():
     with NoiseAhead(HELPER_MIN_VALUES - 1, 1.0) as small:
         assert small.mode == "in process"
     with NoiseAhead(HELPER_MIN_VALUES, 1.0) as big:
-        assert big.mode == ("helper process" if (os.cpu_count() or 1) > 1 else "in process")
+        assert big.mode == ("helper process" if cores_available() > 1 else "in process")
 
 
 def test_means_that_do_not_fit_are_refused():
