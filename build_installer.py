@@ -605,8 +605,10 @@ def smoke() -> dict[str, object]:
             "smoke": "ok",
             "cold_version_ms": cold_version_ms,
             "cold_first_window_ms": first_window_ms,
-            "sandbox": {
-                k: trained[k] for k in ("network_isolation", "syscall_filter", "noise_drawn_by")
+            "sandbox": {k: trained[k] for k in ("network_isolation", "syscall_filter")},
+            "noise_drawn_by": {
+                "7 parameters": trained["noise_drawn_by"],
+                f"{HELPER_MIN_VALUES + 1} parameters": wide["noise_drawn_by"],
             },
             "screenshots": len(pngs),
             "x11_screenshots": x11_screenshots if x11_screenshots is not None else "no Xvfb",
