@@ -273,7 +273,8 @@ def weighted_sum(
     rows = _flat_rows(grad, n)
     flat = out.reshape(-1)  # a view: out is contiguous
     if rows.shape[1] <= _COLUMNS:
-        return np.matmul(factors, rows, out=flat).reshape(shape)
+        np.matmul(factors, rows, out=flat)
+        return out
     for start in range(0, rows.shape[1], _COLUMNS):
         np.matmul(factors, rows[:, start : start + _COLUMNS], out=flat[start : start + _COLUMNS])
     return out
