@@ -113,8 +113,10 @@ def _child_env(threads: int, workdir: str) -> dict[str, str]:
     env = {"HOME": workdir, "TMPDIR": workdir, "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"}
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
-    if "PATH" in os.environ:
-        env["PATH"] = os.environ["PATH"]
+    # PATH, and where the CUDA libraries are and which GPUs the user lets programs see
+    for name in ("PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     return env
 
 

@@ -39,7 +39,10 @@ _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _PR_SET_NO_NEW_PRIVS = 38
 ALIGN = 64
-_MEMORY_WORDS = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate")
+# the last one is ONNX Runtime's GPU arena refusing to grow past gpu_mem_limit
+_MEMORY_WORDS = (
+    "bad_alloc", "failed to allocate", "out of memory", "cannot allocate", "available memory of"
+)  # fmt: skip
 _DTYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
 
 
@@ -90,16 +93,30 @@ class GraphExecutor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        chosen: list[Any] = list(providers)
-        if memory_bytes and "CUDAExecutionProvider" in providers:
+        # full float32 on the GPU: TF32 matmuls (ONNX Runtime's default on recent GPUs) keep
+        # 10 mantissa bits, far from the gradients the package was checked against at export
+        cuda: dict[str, str] = {"use_tf32": "0"}
+        if memory_bytes:
             # the GPU's own arena is capped here; RLIMIT_AS cannot be (see _apply_limits)
-            limit = {"gpu_mem_limit": str(memory_bytes)}
-            chosen = [("CUDAExecutionProvider", limit) if p == "CUDAExecutionProvider" else p
-                      for p in providers]  # fmt: skip
+            cuda["gpu_mem_limit"] = str(memory_bytes)
+        chosen: list[Any] = [(p, cuda) if p == "CUDAExecutionProvider" else p for p in providers]
+        if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+            # CUDA and cuDNN from pip's nvidia-* packages are not on the loader's path; "" keeps
+            # ONNX Runtime from looking for them through torch (the child never imports torch)
+            ort.preload_dlls(directory="")
         self.session = ort.InferenceSession(model_bytes, options, providers=chosen)
         # a provider that cannot run a node must be an error, not a silent move to the CPU
         self.session.disable_fallback()
         self._check_io(inputs, outputs)
+        self._feeds: dict[str, Any] = {}
+        self._copy_back: list[tuple[str, Any]] = []
+        if "CUDAExecutionProvider" in providers:
+            # A host array bound to a GPU graph's input is copied to the GPU when it is bound,
+            # not at each run (every step would see the first step's batch): feed the arrays
+            # at each run instead, and copy the outputs back into the caller's arrays.
+            self._feeds = {item["name"]: arrays[item["name"]] for item in inputs}
+            self._copy_back = [(item["name"], arrays[item["name"]]) for item in outputs]
+            return
         self.binding = self.session.io_binding()
         # bound by address: every run reads what the caller wrote there since, and writes
         # straight into the caller's arrays (no copies either way)
@@ -126,6 +143,14 @@ class GraphExecutor:
 
     def run(self) -> None:
         """Run the graph once on the bound arrays; outputs land in the bound output arrays."""
+        if self._copy_back:
+            import numpy as np
+
+            names = [name for name, _ in self._copy_back]
+            results = self.session.run(names, self._feeds)
+            for (_, array), result in zip(self._copy_back, results, strict=True):
+                np.copyto(array, result)
+            return
         self.session.run_with_iobinding(self.binding)
 
 

@@ -38,7 +38,11 @@ FLOPs per step use the usual 6 x parameters x batch (forward 2, backward 4); the
 cores x GHz x FP32 FLOP per cycle from the CPU's vector flags (an estimate, printed with its
 inputs). Output: one JSON object on stdout.
 
+With ``--device gpu`` our graph runs on ONNX Runtime's CUDA provider (onnxruntime-gpu) and
+torch on CUDA; clipping, noise and the optimizer stay on the CPU, as in a round.
+
     .venv/bin/python benchmarks/bench_train_step.py [--threads 1] [--seconds 2] [--sdk]
+        [--device cpu|gpu]
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ def _early_threads() -> str:
 os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = _early_threads()
 
 import numpy as np  # noqa: E402
+
+# set by --device: where our graph and torch's step run
+PROVIDERS = ["CPUExecutionProvider"]
+TORCH_DEVICE = "cpu"
 from onnx import TensorProto  # noqa: E402
 from onnx import helper as oh  # noqa: E402
 
@@ -246,10 +254,10 @@ class Ours:
         self.graph: LocalGraph | Sandbox
         if sandboxed:  # the runner's own path: the graph in the sandboxed child process
             limits = SandboxLimits(memory_mib=4096, time_s=3600, threads=threads)
-            box = Sandbox(model_bytes, inputs, outputs, limits, ["CPUExecutionProvider"])
+            box = Sandbox(model_bytes, inputs, outputs, limits, PROVIDERS)
             self.graph = box.__enter__()
         else:
-            self.graph = LocalGraph(model_bytes, inputs, outputs, threads)
+            self.graph = LocalGraph(model_bytes, inputs, outputs, threads, PROVIDERS)
         self.stepper = DPStep(
             self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH), dpsgd.SGD(LR)
         )
@@ -315,6 +323,7 @@ class Torch:
 
         torch.set_num_threads(threads)
         self.torch = torch
+        model = model.to(TORCH_DEVICE)
         self.params = {k: v.detach().clone() for k, v in model.named_parameters()}
 
         def per_example(p: dict[str, Any], xb: Any, yb: Any) -> Any:
@@ -324,8 +333,11 @@ class Torch:
             return (out.reshape(()) - yb) ** 2
 
         self.per_example = vmap(grad(per_example), in_dims=(None, 0, 0))
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-        self.generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+        self.x, self.y = torch.from_numpy(x).to(TORCH_DEVICE), torch.from_numpy(y).to(TORCH_DEVICE)
+        self.generator = torch.Generator(TORCH_DEVICE)
+        self.generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
+        # CUDA runs asynchronously: wait for each step, as ours does (its results reach the CPU)
+        self.sync = torch.cuda.synchronize if TORCH_DEVICE == "cuda" else lambda: None
         self.batch_index = 0
         self.grad_seconds = 0.0
         self.total_seconds = 0.0
@@ -339,13 +351,17 @@ class Torch:
         grads = self.per_example(
             self.params, self.x[first : first + BATCH], self.y[first : first + BATCH]
         )
+        self.sync()
         middle = time.perf_counter()
         norms = torch.stack([g.reshape(BATCH, -1).norm(2, dim=1) for g in grads.values()])
         factors = (CLIP / (norms.norm(2, dim=0) + 1e-6)).clamp(max=1.0)
         for name, p in self.params.items():
             summed = torch.einsum("i,i...->...", factors, grads[name])
-            summed.add_(torch.normal(0.0, SIGMA * CLIP, summed.shape, generator=self.generator))
-            p.sub_(summed, alpha=LR / BATCH)
+            noise = torch.normal(
+                0.0, SIGMA * CLIP, summed.shape, generator=self.generator, device=TORCH_DEVICE
+            )
+            p.sub_(summed.add_(noise), alpha=LR / BATCH)
+        self.sync()
         end = time.perf_counter()
         self.grad_seconds += middle - start
         self.total_seconds += end - start
@@ -387,6 +403,7 @@ def parity(ours: Ours, sizes: list[int], loss: str) -> float:
         np.copyto(ours.graph.arrays[name], value)
     ours.graph.run()
     params = {name: torch.from_numpy(v.copy()) for name, v in zip(names, ours.params, strict=True)}
+    # the reference is computed on the CPU: a GPU's TF32 matmuls would blur it
     x, y = torch.from_numpy(ours.x[:BATCH]), torch.from_numpy(ours.y[:BATCH])
     reference = vmap(grad(per_example), in_dims=(None, 0, 0))(params, x, y)
     errors = []
@@ -575,13 +592,20 @@ def main() -> None:
     names = [*MODELS, CONV]
     parser.add_argument("--models", nargs="*", default=names, choices=names)
     parser.add_argument("--sdk", action="store_true", help="also time the SDK-exported MLP")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args()
     import onnxruntime
     import torch
 
+    global PROVIDERS, TORCH_DEVICE
+    if args.device == "gpu":
+        PROVIDERS, TORCH_DEVICE = ["CUDAExecutionProvider"], "cuda"
+
     report: dict[str, Any] = {
         "benchmark": "dp-sgd step, batch 64, clip 1.0, sigma 1.0, SGD",
         "threads": args.threads,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "gpu" else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "versions": {
             "onnxruntime": onnxruntime.__version__,

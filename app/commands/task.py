@@ -217,6 +217,8 @@ def run_cmd(
         "datasets": names or None,
         "examples": int(features.shape[0]),
         "device": device,
+        "providers": outcome.sandbox.get("providers"),  # what ran, e.g. CUDA under "auto"
+        "memory_limit": outcome.sandbox.get("memory"),
         "network_isolation": outcome.sandbox.get("network"),
         "syscall_filter": outcome.sandbox.get("syscalls"),
         "noise_drawn_by": outcome.sandbox.get("noise"),
