@@ -189,7 +189,11 @@ def run_round(
     used = np.zeros(count, dtype=bool)
     samples = 0
     # the noise helper starts first: it imports while the sandbox child does
-    noise = DPStep.noise_source(task, dp.clip_norm, dp.noise_multiplier, expected, optimizer)
+    # on the GPU the graph's host thread mostly waits: the cores are the helpers'
+    graph_threads = 1 if "CUDAExecutionProvider" in providers else limits.threads
+    noise = DPStep.noise_source(
+        task, dp.clip_norm, dp.noise_multiplier, expected, optimizer, graph_threads
+    )
     with (
         noise,
         Sandbox(model_bytes, inputs, outputs, limits, providers) as box,

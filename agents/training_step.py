@@ -93,11 +93,13 @@ class DPStep:
         noise_multiplier: float,
         expected_batch_size: float,
         optimizer: dpsgd.SGD | dpsgd.Adam,
+        graph_threads: int = 1,
     ) -> NoiseAhead:
-        """The noise for a DPStep with these settings: std sigma * C * scale / E."""
+        """The noise for a DPStep with these settings: std sigma * C * scale / E, drawn by
+        helpers on the cores that the graph's ``graph_threads`` leave free."""
         size = sum(int(np.prod(p["shape"])) for p in task["params"])
         scale = cls._scale(optimizer, expected_batch_size)
-        return NoiseAhead(size, noise_multiplier * clip_norm * scale)
+        return NoiseAhead(size, noise_multiplier * clip_norm * scale, graph_threads=graph_threads)
 
     def close(self) -> None:
         """Stop the noise helper and wipe the noise (see :class:`agents.noise.NoiseAhead`)."""

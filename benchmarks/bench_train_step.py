@@ -258,8 +258,11 @@ class Ours:
             self.graph = box.__enter__()
         else:
             self.graph = LocalGraph(model_bytes, inputs, outputs, threads, PROVIDERS)
+        optimizer = dpsgd.SGD(LR)
+        # as the runner makes it: helpers on the cores the graph's threads leave free
+        noise = DPStep.noise_source(task, CLIP, SIGMA, float(BATCH), optimizer, threads)
         self.stepper = DPStep(
-            self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH), dpsgd.SGD(LR)
+            self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH), optimizer, noise=noise
         )
         self.params = [p.copy() for p in params]
         self.steps = 0  # since the last reset()

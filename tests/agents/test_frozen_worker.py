@@ -57,7 +57,7 @@ def test_launcher_without_the_worker_argument_is_the_app(argv, monkeypatch):
 
 def test_frozen_app_runs_the_noise_helper_through_its_launcher(tmp_path, monkeypatch):
     _frozen_app(tmp_path, monkeypatch)
-    with NoiseAhead(100_000, 2.0, ahead=True) as noise:
+    with NoiseAhead(100_000, 2.0, helpers=1) as noise:
         means = [np.zeros(100_000, np.float32)]
         noise.add_to(means)
         assert noise.mode == "helper process"  # it answered: the launcher became the helper

@@ -13,8 +13,9 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as oh
 
+from agents import noise as noise_module
 from agents.accounting import PrivacyLedger
-from agents.noise import HELPER_MIN_VALUES, NoiseAhead, cores_available
+from agents.noise import HELPER_MIN_VALUES, MAX_HELPERS, NoiseAhead, cores_available, helper_count
 from agents.runner import DPConfig, SandboxLimits, run_round, task_io
 from agents.sandbox import Sandbox, resolve_providers
 from tests.agents.test_runner import _task as logistic_task
@@ -27,12 +28,14 @@ def _draw(noise: NoiseAhead, size: int) -> np.ndarray:
     return means[0]
 
 
-@pytest.mark.parametrize("ahead", [True, False])
-def test_noise_std_is_the_std_asked_for_within_5_percent(ahead: bool):
+@pytest.mark.parametrize(
+    ("helpers", "mode"), [(0, "in process"), (1, "helper process"), (3, "3 helper processes")]
+)
+def test_noise_std_is_the_std_asked_for_within_5_percent(helpers: int, mode: str):
     sigma, clip = 1.3, 0.7
-    with NoiseAhead(200_000, sigma * clip, ahead=ahead) as noise:
+    with NoiseAhead(200_000, sigma * clip, helpers=helpers) as noise:
         draws = _draw(noise, 200_000)
-        assert noise.mode == ("helper process" if ahead else "in process")
+        assert noise.mode == mode
     # 200k draws: the sample std's own error is ~0.2%, far inside the 5% asked for
     assert abs(draws.std() / (sigma * clip) - 1) < 0.05
     assert abs(draws.mean()) < 0.01 * sigma * clip
@@ -57,7 +60,7 @@ def test_small_draws_are_made_in_process():
 
 
 def test_means_that_do_not_fit_are_refused():
-    with NoiseAhead(10, 1.0, ahead=False) as noise:
+    with NoiseAhead(10, 1.0, helpers=0) as noise:
         with pytest.raises(ValueError, match="noise for 10 values"):
             noise.add_to([np.zeros(9, np.float32)])
         readonly = np.zeros(10, np.float32)
@@ -69,10 +72,9 @@ def test_means_that_do_not_fit_are_refused():
 
 
 def test_a_helper_that_dies_is_replaced_by_drawing_in_process():
-    with NoiseAhead(100_000, 2.0) as noise:
-        assert noise.mode == "helper process"
-        helper = noise._process
-        assert helper is not None
+    with NoiseAhead(100_000, 2.0, helpers=3) as noise:
+        assert noise.mode == "3 helper processes"
+        helper = noise._helpers[1].process
         os.kill(helper.pid, signal.SIGKILL)
         helper.wait()
         draws = _draw(noise, 100_000)
@@ -80,13 +82,32 @@ def test_a_helper_that_dies_is_replaced_by_drawing_in_process():
         assert abs(draws.std() / 2.0 - 1) < 0.05
 
 
+def test_helpers_draw_independent_slices():
+    # each helper has its own key: equal keys would repeat one slice's noise in the next
+    with NoiseAhead(2 * HELPER_MIN_VALUES, 1.0, helpers=2) as noise:
+        draws = _draw(noise, 2 * HELPER_MIN_VALUES)
+    first, second = draws[:HELPER_MIN_VALUES], draws[HELPER_MIN_VALUES:]
+    assert abs(np.corrcoef(first, second)[0, 1]) < 0.03
+    assert abs(first.std() - 1) < 0.03 and abs(second.std() - 1) < 0.03
+
+
+def test_one_helper_per_spare_core_for_big_draws(monkeypatch):
+    monkeypatch.setattr(noise_module, "cores_available", lambda: 16)
+    assert helper_count(269_322) == MAX_HELPERS
+    assert helper_count(3 * HELPER_MIN_VALUES) == 3  # each draws at least HELPER_MIN_VALUES
+    assert helper_count(269_322, graph_threads=14) == 2  # the graph's threads keep theirs
+    assert helper_count(HELPER_MIN_VALUES - 1) == 0
+    monkeypatch.setattr(noise_module, "cores_available", lambda: 1)
+    assert helper_count(269_322) == 0
+
+
 def test_close_stops_the_helper_and_wipes_the_noise():
-    noise = NoiseAhead(1000, 1.0, ahead=True)
-    helper = noise._process
-    assert helper is not None
+    noise = NoiseAhead(1000, 1.0, helpers=2)
+    helpers = [h.process for h in noise._helpers]
+    assert len(helpers) == 2
     _draw(noise, 1000)
     noise.close()
-    assert helper.poll() is not None
+    assert all(helper.poll() is not None for helper in helpers)
     assert not noise._local.any()
     with pytest.raises(RuntimeError, match="closed"):
         noise.add_to([np.zeros(1000, np.float32)])
@@ -96,14 +117,14 @@ def test_the_sandbox_child_holds_no_descriptor_of_the_noise():
     task = logistic_task()
     inputs, outputs = task_io(task)
     limits = SandboxLimits(memory_mib=1024, time_s=30, threads=1)
-    with NoiseAhead(1000, 1.0, ahead=True) as noise:
+    with NoiseAhead(1000, 1.0, helpers=1) as noise:
         providers = resolve_providers("cpu")
         with Sandbox(logistic_model(), inputs, outputs, limits, providers) as box:
             assert box._process is not None
             fds = Path(f"/proc/{box._process.pid}/fd")
             links = [os.readlink(fd) for fd in fds.iterdir()]
-        assert noise._process is not None
-        helper_links = [os.readlink(fd) for fd in Path(f"/proc/{noise._process.pid}/fd").iterdir()]
+        helper = noise._helpers[0].process
+        helper_links = [os.readlink(fd) for fd in Path(f"/proc/{helper.pid}/fd").iterdir()]
     assert any("tessera-round" in link for link in links)  # its own region, as expected
     assert not any("tessera-noise" in link for link in links)
     assert any("tessera-noise" in link for link in helper_links)
