@@ -86,12 +86,23 @@ class NoiseAhead:
     zeroes it (whoever learned a step's noise could subtract it from the released update).
     ``helpers`` (default: :func:`helper_count`) is how many helper processes draw, each its
     own slice with its own key; with none, draws are made when asked for, in this process.
+
+    With ``into_params`` the draw is subtracted from the parameters instead (SGD's update
+    ``p -= mean + noise``): :meth:`hold_params` puts them where the helpers can reach, they
+    subtract their draws while the graph runs, and :meth:`subtract_from` only waits for them.
+    That takes the noise's pass over the parameters off the step's critical path.
     """
 
     def __init__(
-        self, size: int, std: float, helpers: int | None = None, graph_threads: int = 1
+        self,
+        size: int,
+        std: float,
+        helpers: int | None = None,
+        graph_threads: int = 1,
+        into_params: bool = False,
     ) -> None:
         self.size, self.std = size, std
+        self.into_params = into_params
         self.draw_seconds = 0.0  # drawing time in this process
         self._gone_seconds = 0.0  # drawing time of helpers since stopped
         self._local = np.zeros(size, dtype=np.float32)
@@ -99,6 +110,8 @@ class NoiseAhead:
         self._fd = -1
         self._region: mmap.mmap | None = None
         self._shared: np.ndarray | None = None
+        self._shared_params: np.ndarray | None = None  # flat, for the helpers to update
+        self._held: list[np.ndarray] = []  # what hold_params returned
         self._pending = False
         self._closed = False
         self._rng: SecureRandom | None = None
@@ -107,7 +120,8 @@ class NoiseAhead:
         if helpers > 0:
             try:
                 self._start_helpers(min(helpers, size))
-                self.start()  # the first step's draw, as soon as the helpers are up
+                if not into_params:  # (with into_params, not before the parameters are held)
+                    self.start()  # the first step's draw, as soon as the helpers are up
             except OSError:
                 self._stop_helpers()
 
@@ -125,10 +139,16 @@ class NoiseAhead:
         return sum(helper.draw_seconds for helper in self._helpers) + self._gone_seconds
 
     def _start_helpers(self, count: int) -> None:
-        nbytes = max(4 * self.size, 4)
+        # the noise, then (into_params) the parameters from a 64-byte boundary
+        params_at = -(-4 * self.size // 64) * 64 if self.into_params else None
+        nbytes = max((params_at or 0) + 4 * self.size, 4)
         self._fd = shared_memory_fd(nbytes, "tessera-noise")
         self._region = mmap.mmap(self._fd, nbytes)
         self._shared = np.frombuffer(self._region, dtype=np.float32, count=self.size)
+        if params_at is not None:
+            self._shared_params = np.frombuffer(
+                self._region, dtype=np.float32, count=self.size, offset=params_at
+            )
         env = {"LC_ALL": "C", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         if "PATH" in os.environ:
             env["PATH"] = os.environ["PATH"]
@@ -147,7 +167,7 @@ class NoiseAhead:
             self._helpers.append(helper)
             assert process.stdout is not None
             os.set_blocking(process.stdout.fileno(), False)
-            config = {"fd": self._fd, "size": self.size, "std": self.std,
+            config = {"fd": self._fd, "bytes": nbytes, "std": self.std, "params_at": params_at,
                       "offset": helper.offset, "count": helper.count}  # fmt: skip
             self._send(helper, json.dumps(config).encode("ascii") + b"\n")
 
@@ -206,6 +226,9 @@ class NoiseAhead:
                 return self._shared
             except OSError:
                 self._stop_helpers()  # the same noise, drawn here from now on
+        return self._draw_here()
+
+    def _draw_here(self) -> np.ndarray:
         started = time.perf_counter()
         if self._rng is None:
             self._rng = SecureRandom()  # one key per round: each draw continues its stream
@@ -216,18 +239,60 @@ class NoiseAhead:
     def add_to(self, means: Sequence[np.ndarray]) -> None:
         """Add this step's draw to ``means`` (writable C-contiguous float32, in parameter
         order, ``size`` values in all), in place."""
-        total = sum(m.size for m in means)
-        if total != self.size:
-            raise ValueError(f"noise for {self.size} values, means hold {total}")
-        for mean in means:
-            if mean.dtype != np.float32 or not mean.flags.c_contiguous or not mean.flags.writeable:
-                raise ValueError("means must be writable C-contiguous float32 arrays")
-        noise = self._noise()
-        offset = 0
-        for mean in means:
-            flat = mean.reshape(-1)  # a view: contiguous
-            flat += noise[offset : offset + flat.size]
-            offset += flat.size
+        if self.into_params:
+            raise RuntimeError("this noise source subtracts its draws from the parameters")
+        _check_fits(means, self.size)
+        _apply(means, self._noise(), np.add)
+
+    def hold_params(self, values: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Copies of ``values`` for :meth:`subtract_from`: where the helpers update them
+        (into_params, with helpers running), else ordinary arrays. Read them before close()."""
+        if not self.into_params:
+            raise RuntimeError("this noise source adds its draws to the means")
+        if self._pending:  # a helper may be writing there right now
+            raise RuntimeError("hold the parameters before the first draw")
+        _check_fits(values, self.size)
+        if self._shared_params is None or self._held:
+            return [np.array(value, dtype=np.float32) for value in values]
+        held, offset = [], 0
+        for value in values:
+            view = self._shared_params[offset : offset + value.size].reshape(value.shape)
+            np.copyto(view, value)
+            held.append(view)
+            offset += value.size
+        self._held = held
+        return held
+
+    def subtract_from(self, params: Sequence[np.ndarray]) -> None:
+        """``params -= this step's draw``, in place. For the arrays :meth:`hold_params` handed
+        out, the helpers have done that while the graph ran: this waits for them to finish."""
+        if not self.into_params:
+            raise RuntimeError("this noise source adds its draws to the means")
+        _check_fits(params, self.size)
+        held = len(params) == len(self._held) and all(
+            p is h for p, h in zip(params, self._held, strict=True)
+        )
+        self.start()
+        if not (held and self._pending):
+            _apply(params, self._noise(), np.subtract)
+            return
+        self._pending = False
+        failed = []
+        for helper in self._helpers:
+            try:
+                self._receive(helper)
+            except OSError:
+                failed.append((helper.offset, helper.count))
+        if not failed:
+            return
+        # A helper that failed may have subtracted part of its slice's noise: the slice gets a
+        # fresh draw on top (more noise than asked for, never less). Later draws are made here.
+        flat = self._shared_params
+        self._stop_helpers()
+        assert flat is not None
+        for offset, count in failed:
+            noise = self._draw_here()[offset : offset + count]
+            flat[offset : offset + count] -= noise
 
     def _stop_helpers(self) -> None:
         helpers, self._helpers = self._helpers, []
@@ -238,6 +303,8 @@ class NoiseAhead:
         if self._shared is not None:
             self._shared.fill(0.0)
             self._shared = None
+        # held parameters stay readable: their views keep the mapping (release_shared)
+        self._shared_params = None
         release_shared(self._region, self._fd)
         self._region, self._fd = None, -1
 
@@ -254,21 +321,44 @@ class NoiseAhead:
         self.close()
 
 
+def _check_fits(arrays: Sequence[np.ndarray], size: int) -> None:
+    total = sum(a.size for a in arrays)
+    if total != size:
+        raise ValueError(f"noise for {size} values, the arrays hold {total}")
+    for array in arrays:
+        if array.dtype != np.float32 or not array.flags.c_contiguous or not array.flags.writeable:
+            raise ValueError("the arrays must be writable C-contiguous float32 arrays")
+
+
+def _apply(arrays: Sequence[np.ndarray], noise: np.ndarray, op: np.ufunc) -> None:
+    """``array = op(array, its slice of noise)`` for each array, in order, in place."""
+    offset = 0
+    for array in arrays:
+        flat = array.reshape(-1)  # a view: contiguous
+        op(flat, noise[offset : offset + flat.size], out=flat)
+        offset += flat.size
+
+
 def worker_main() -> None:
     """Entry point of the helper: draw into the shared buffer on each ``D`` until ``Q``/EOF."""
     stdin = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     config = json.loads(stdin.readline())
-    size, std = int(config["size"]), float(config["std"])
-    offset, count = int(config["offset"]), int(config["count"])
-    region = mmap.mmap(config["fd"], max(4 * size, 4))
+    std, offset, count = float(config["std"]), int(config["offset"]), int(config["count"])
+    region = mmap.mmap(config["fd"], int(config["bytes"]))
     noise = np.frombuffer(region, dtype=np.float32, count=count, offset=4 * offset)
+    params = None
+    if config["params_at"] is not None:
+        start = int(config["params_at"]) + 4 * offset
+        params = np.frombuffer(region, dtype=np.float32, count=count, offset=start)
     seconds = 0.0
     rng = SecureRandom()  # one key for the round: each draw continues its keystream
     while stdin.read(1) == b"D":
         started = time.perf_counter()
         rng.normal(count, std, out=noise)
+        if params is not None:
+            params -= noise
         seconds += time.perf_counter() - started
         out.write(_REPLY.pack(b"K", seconds))
         out.flush()

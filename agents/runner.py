@@ -210,6 +210,7 @@ def run_round(
             noise,
         ) as stepper,
     ):
+        current = stepper.hold_params(current)
         for step in range(dp.local_steps):
             rng = dpsgd.SecureRandom()  # a fresh key every step
             chosen = np.flatnonzero(rng.bernoulli(count, q))
@@ -219,6 +220,7 @@ def run_round(
             # counted as it runs, even if the round later fails: never under-counted
             ledger.record_step(q, dp.noise_multiplier)
             mean_losses.append(loss / len(chosen) if len(chosen) else float("nan"))
+        current = [value.copy() for value in current]  # out of the helpers' memory
         sandbox_info = dict(box.info)
         sandbox_info["noise"] = noise.mode  # where the Gaussian noise was drawn
     commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()

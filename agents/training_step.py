@@ -99,7 +99,18 @@ class DPStep:
         helpers on the cores that the graph's ``graph_threads`` leave free."""
         size = sum(int(np.prod(p["shape"])) for p in task["params"])
         scale = cls._scale(optimizer, expected_batch_size)
-        return NoiseAhead(size, noise_multiplier * clip_norm * scale, graph_threads=graph_threads)
+        std = noise_multiplier * clip_norm * scale
+        # SGD's p -= mean + noise lets the helpers subtract the noise themselves; Adam needs
+        # the noisy mean (its moments are not linear in it)
+        into_params = isinstance(optimizer, dpsgd.SGD)
+        return NoiseAhead(size, std, graph_threads=graph_threads, into_params=into_params)
+
+    def hold_params(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        """The parameters to pass to :meth:`step`, as copies of ``values``: for SGD where the
+        noise helpers can subtract their draws (read them before :meth:`close`)."""
+        if self.noise.into_params:
+            return self.noise.hold_params(values)
+        return [np.array(value, dtype=np.float32) for value in values]
 
     def close(self) -> None:
         """Stop the noise helper and wipe the noise (see :class:`agents.noise.NoiseAhead`)."""
@@ -247,7 +258,10 @@ class DPStep:
         if fresh:  # an empty Poisson sample: the step is pure noise
             for total in means:
                 total.fill(0.0)
-        self.noise.add_to(means)
+        if self.noise.into_params:  # SGD: params -= noise, by the helpers while the graph ran
+            self.noise.subtract_from(params)
+        else:
+            self.noise.add_to(means)
         t = self._tick("noise", t)
         self.optimizer.step(params, means)
         self._tick("optimizer", t)

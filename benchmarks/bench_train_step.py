@@ -264,7 +264,7 @@ class Ours:
         self.stepper = DPStep(
             self.graph, task, self.x, self.y, CLIP, SIGMA, float(BATCH), optimizer, noise=noise
         )
-        self.params = [p.copy() for p in params]
+        self.params = self.stepper.hold_params(params)
         self.steps = 0  # since the last reset()
         self.batch_index = 0
         self.rng = dpsgd.SecureRandom()  # only the probe would use it (the batches are fixed)

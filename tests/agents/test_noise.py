@@ -113,6 +113,50 @@ def test_close_stops_the_helper_and_wipes_the_noise():
         noise.add_to([np.zeros(1000, np.float32)])
 
 
+@pytest.mark.parametrize("helpers", [0, 2])
+def test_helpers_subtract_the_noise_from_held_parameters(helpers: int):
+    size = 4 * HELPER_MIN_VALUES + 3
+    with NoiseAhead(size, 0.5, helpers=helpers, into_params=True) as noise:
+        held = noise.hold_params([np.full((3, HELPER_MIN_VALUES), 2.0, np.float32),
+                                  np.full(HELPER_MIN_VALUES + 3, 2.0, np.float32)])  # fmt: skip
+        steps = []
+        for _ in range(2):
+            before = np.concatenate([p.reshape(-1) for p in held])
+            noise.start()  # as a step's graph starts
+            noise.subtract_from(held)
+            steps.append(before - np.concatenate([p.reshape(-1) for p in held]))
+        assert noise.mode == ("in process" if helpers == 0 else "2 helper processes")
+        with pytest.raises(RuntimeError, match="parameters"):
+            noise.add_to([np.zeros(size, np.float32)])
+    for step in steps:
+        assert abs(step.std() / 0.5 - 1) < 0.05 and abs(step.mean()) < 0.01
+    assert abs(np.corrcoef(steps[0], steps[1])[0, 1]) < 0.03
+
+
+def test_a_failed_helper_slice_gets_fresh_noise_never_none():
+    size = 2 * HELPER_MIN_VALUES
+    with NoiseAhead(size, 1.0, helpers=2, into_params=True) as noise:
+        held = noise.hold_params([np.zeros(size, np.float32)])
+        helper = noise._helpers[1].process
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.wait()
+        noise.start()
+        noise.subtract_from(held)
+        assert noise.mode == "in process"
+        values = held[0].copy()
+    # the dead helper's slice was drawn here instead: every value carries noise, some maybe
+    # twice (the live helper may have subtracted its draw before the failure was seen)
+    assert values[:HELPER_MIN_VALUES].std() > 0.97
+    assert values[HELPER_MIN_VALUES:].std() > 0.97
+
+
+def test_parameters_are_held_before_the_first_draw():
+    with NoiseAhead(HELPER_MIN_VALUES, 1.0, helpers=1, into_params=True) as noise:
+        noise.start()
+        with pytest.raises(RuntimeError, match="before the first draw"):
+            noise.hold_params([np.zeros(HELPER_MIN_VALUES, np.float32)])
+
+
 def test_the_sandbox_child_holds_no_descriptor_of_the_noise():
     task = logistic_task()
     inputs, outputs = task_io(task)
