@@ -11,8 +11,10 @@ from those (:class:`agents.dpsgd.Outer`); the others arrive as ``grad.<name>``.
 
 The clip weights carry the 1/E of the mean (E: the expected batch size) and the optimizer's
 ``gradient_scale`` (SGD's learning rate), so the weighted sums come out as the scaled clipped
-mean. The noise, std sigma * C * scale / E, is drawn by a helper process while the graph runs
-(:class:`agents.noise.NoiseAhead`) and added in one pass.
+mean. The noise, std sigma * C * scale / E, is drawn by helper processes while the graph runs
+(:class:`agents.noise.NoiseAhead`): with SGD they also subtract it from the parameters there
+(pass :meth:`DPStep.hold_params`'s arrays to :meth:`DPStep.step`); with Adam it is added to the
+mean in one pass.
 """
 
 from __future__ import annotations
