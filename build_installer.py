@@ -76,7 +76,7 @@ EXCLUDES = [
     # pyqtgraph's 3-D widgets (PyOpenGL); its 2-D charts stay
     "pyqtgraph.opengl",
     # dp-accounting's PLD half: agents/accounting.py loads only the RDP accountant, which needs
-    # scipy.special alone (the rest of SciPy, about 40 MB, is left out in build())
+    # scipy.special alone (agents.dpsgd needs scipy.linalg; the rest, ~30 MB, is left out)
     "dp_accounting.pld",
     "dp_accounting.mechanism_calibration",
     "scipy.special.cython_special",
@@ -130,12 +130,12 @@ def _own_modules(excludes: list[str]) -> list[str]:
 
 
 def _scipy_unused() -> list[str]:
-    """Every SciPy subpackage but special (and the _lib it imports)."""
+    """Every SciPy subpackage but special, linalg (and the _lib they import)."""
     import pkgutil
 
     import scipy
 
-    keep = {"special", "_lib"}
+    keep = {"special", "_lib", "linalg"}  # linalg: the BLAS of agents.dpsgd's fused update
     return [
         f"scipy.{m.name}"
         for m in pkgutil.iter_modules(scipy.__path__)
@@ -466,16 +466,18 @@ def _smoke_models(folder: Path) -> tuple[Path, Path]:
     return folder / "good.onnx", folder / "hostile.onnx"
 
 
-def _smoke_training(folder: Path, width: int | None = None, rows: int = 200) -> tuple[Path, Path]:
-    """A task package (the demo's linear model, no torch; ``width`` inputs, six by default)
-    and ``rows`` rows of training data for it."""
+def _smoke_training(
+    folder: Path, width: int | None = None, rows: int = 200, factored: bool = False
+) -> tuple[Path, Path]:
+    """A task package (the demo's linear model, no torch; ``width`` inputs, six by default;
+    ``factored``: its weight's gradient as factors) and ``rows`` rows of training data."""
     import numpy as np
 
     from app.gui.demo_exchange import FEATURES, task_package
 
     width = width or FEATURES
     package, data = folder / f"task{width}.tpkg", folder / f"train{width}.npz"
-    package.write_bytes(task_package("steps", width))
+    package.write_bytes(task_package("steps", width, factored))
     rng = np.random.default_rng(0)
     features = rng.standard_normal((rows, width)).astype(np.float32)
     np.savez(data, features=features, labels=features @ np.arange(width, dtype=np.float32))
@@ -584,7 +586,9 @@ def smoke() -> dict[str, object]:
         _run(["task", "validate", str(hostile)], env, home, expect=1)
         # a real DP-SGD round: the bundle starts itself as the sandboxed child, runs ONNX
         # Runtime there and accounts privacy with dp-accounting
-        package, data = _smoke_training(home)
+        # factored, with the noise drawn in process: SGD's update of the weight runs fused
+        # into the weight's matmul (scipy's BLAS) in every step
+        package, data = _smoke_training(home, factored=True)
         trained = _smoke_rounds(package, data, 2, env, home)
         assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
         assert trained["noise_drawn_by"] == "in process", trained  # 7 parameters

@@ -280,6 +280,24 @@ def weighted_sum(
     return out
 
 
+def subtract_weighted_sum(grad: Outer, n: int, factors: np.ndarray, param: np.ndarray) -> None:
+    """``param -= weighted_sum(grad, n, factors)`` as one matmul that accumulates into
+    ``param`` (BLAS beta = 1): SGD's update of a factored weight fused into its weight-gradient
+    matmul, one pass over the weight fewer (and no [P, Q] sum written, then read)."""
+    from scipy.linalg.blas import sgemm  # imported on first use (~0.2 s)
+
+    shape = _param_shape(grad)
+    if param.shape != shape or param.dtype != np.float32 or not param.flags.c_contiguous:
+        raise ValueError(f"param must be C-contiguous float32 {list(shape)}")
+    sig, act, positions = grad.rows(n)
+    scale = np.repeat(factors, positions) if positions > 1 else factors
+    weighted = sig * scale[:, None]  # [m, P]
+    # in Fortran order param is param^T [Q, P]: param^T -= A^T (c * S), in place
+    result = sgemm(-1.0, act.T, weighted.T, beta=1.0, c=param.T, overwrite_c=1, trans_b=1)
+    if not np.shares_memory(result, param):  # pragma: no cover - BLAS made a copy after all
+        np.copyto(param, result.T)
+
+
 def _param_shape(grad: PerExample) -> tuple[int, ...]:
     if isinstance(grad, Outer):
         return (grad.sig.shape[-1], grad.act.shape[-1])

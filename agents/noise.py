@@ -263,6 +263,19 @@ class NoiseAhead:
         self._held = held
         return held
 
+    def ready(self) -> bool:
+        """True unless a helper is still drawing this step's noise (asks without waiting)."""
+        if not self._pending:
+            return True
+        fds = []
+        for helper in self._helpers:
+            assert helper.process.stdout is not None
+            fds.append(helper.process.stdout.fileno())
+        try:
+            return len(select.select(fds, [], [], 0)[0]) == len(fds)
+        except (OSError, ValueError):
+            return True  # a broken helper: subtract_from will not wait for it
+
     def subtract_from(self, params: Sequence[np.ndarray]) -> None:
         """``params -= this step's draw``, in place. For the arrays :meth:`hold_params` handed
         out, the helpers have done that while the graph ran: this waits for them to finish."""

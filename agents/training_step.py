@@ -82,6 +82,12 @@ class DPStep:
         self.noise = noise or self.noise_source(
             task, clip_norm, noise_multiplier, expected_batch_size, optimizer
         )
+        # SGD can update its largest factored weight inside that weight's gradient matmul
+        # (dpsgd.subtract_weighted_sum) rather than by a pass of its own afterwards: in steps
+        # where the noise helpers are done with the parameters by then (never waited for)
+        fusable = [n for n in self.names if n in self.outer] if self.noise.into_params else []
+        self.fused = max(fusable, key=lambda n: np.prod(self.shapes[n]), default=None)
+        self._fused_index = self.names.index(self.fused) if self.fused else -1
 
     @staticmethod
     def _scale(optimizer: dpsgd.SGD | dpsgd.Adam, expected_batch_size: float) -> float:
@@ -213,6 +219,8 @@ class DPStep:
             np.copyto(arrays[name], value)
         means = self._means
         fresh = True  # means hold nothing of this step yet
+        noised = False  # the noise is in params (SGD) or means (Adam)
+        fuse: bool | None = None  # whether this step fuses (decided at its first graph call)
         loss_total = 0.0
         t = self._tick("inputs", t)
         for call, first in enumerate(range(0, max(len(chosen), 1), self.batch)):
@@ -246,14 +254,28 @@ class DPStep:
             t = self._tick("clip", t)
             # a factored weight's sum is the weight-gradient matmul the graph did not do
             for factored in (False, True) if self.outer else (False,):
-                for total, grad in zip(means, grads, strict=True):
-                    if isinstance(grad, dpsgd.Outer) is not factored:
-                        continue
-                    if fresh:
-                        dpsgd.weighted_sum(grad, n, factors, out=total)
-                    else:
-                        total += dpsgd.weighted_sum(grad, n, factors)
+                for name, total, grad in zip(self.names, means, grads, strict=True):
+                    if isinstance(grad, dpsgd.Outer) is factored and name != self.fused:
+                        if fresh:
+                            dpsgd.weighted_sum(grad, n, factors, out=total)
+                        else:
+                            total += dpsgd.weighted_sum(grad, n, factors)
                 t = self._tick("weight_grads" if factored else "clip", t)
+            if self.fused is not None:  # last, to give the helpers the most time
+                i = self._fused_index
+                if fuse is None:
+                    fuse = self.noise.ready()
+                if fuse and not noised:  # the helpers are done with params: take their answers
+                    self.noise.subtract_from(params)
+                    noised = True
+                    t = self._tick("noise", t)
+                if fuse:
+                    dpsgd.subtract_weighted_sum(grads[i], n, factors, params[i])
+                elif fresh:
+                    dpsgd.weighted_sum(grads[i], n, factors, out=means[i])
+                else:
+                    means[i] += dpsgd.weighted_sum(grads[i], n, factors)
+                t = self._tick("weight_grads", t)
             fresh = False
             loss_total += float(np.sum(arrays["losses"][:n], dtype=np.float64))
             t = self._tick("inputs", t)  # bookkeeping: the loss the round reports
@@ -261,10 +283,15 @@ class DPStep:
             for total in means:
                 total.fill(0.0)
         if self.noise.into_params:  # SGD: params -= noise, by the helpers while the graph ran
-            self.noise.subtract_from(params)
+            if not noised:
+                self.noise.subtract_from(params)
         else:
             self.noise.add_to(means)
         t = self._tick("noise", t)
-        self.optimizer.step(params, means)
+        if not fuse:
+            self.optimizer.step(params, means)
+        else:  # the fused weight is updated already
+            rest = [i for i in range(len(self.names)) if i != self._fused_index]
+            self.optimizer.step([params[i] for i in rest], [means[i] for i in rest])
         self._tick("optimizer", t)
         return loss_total

@@ -49,9 +49,10 @@ REQUESTS = [
 ]
 
 
-def task_package(label: str, features: int = FEATURES) -> bytes:
+def task_package(label: str, features: int = FEATURES, factored: bool = False) -> bytes:
     """A task package (``agents.package`` format) for the linear model predicting ``label``
-    from ``features`` numbers (the demo's recipe gives six)."""
+    from ``features`` numbers (the demo's recipe gives six); ``factored``: w as [1, features],
+    its gradient sent as factors (see agents.linear_task)."""
     import numpy as np
 
     from agents.linear_task import linear_mse_model
@@ -61,7 +62,15 @@ def task_package(label: str, features: int = FEATURES) -> bytes:
         "format": "tessera-task/1",
         "name": f"linear-{label}",
         "params": [
-            {"name": "w", "shape": [features], "dtype": "float32"},
+            {
+                "name": "w",
+                "shape": [1, features],
+                "dtype": "float32",
+                "grad": "outer",
+                "positions": 1,
+            }
+            if factored
+            else {"name": "w", "shape": [features], "dtype": "float32"},
             {"name": "b", "shape": [1], "dtype": "float32"},
         ],
         "batch_size": BATCH,
@@ -73,10 +82,11 @@ def task_package(label: str, features: int = FEATURES) -> bytes:
         "flops_per_example": 4 * features,
         "created_by": "Tessera demo",
     }
-    params = {"w": np.zeros(features, np.float32), "b": np.zeros(1, np.float32)}
+    shape = (1, features) if factored else (features,)
+    params = {"w": np.zeros(shape, np.float32), "b": np.zeros(1, np.float32)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "task.tpkg"
-        write_package(path, task, linear_mse_model(features, BATCH), params)
+        write_package(path, task, linear_mse_model(features, BATCH, factored), params)
         return path.read_bytes()
 
 

@@ -227,6 +227,20 @@ def test_factored_clipped_sum_equals_the_materialized_clip(n, positions, p, q, c
 
 
 @pytest.mark.parametrize("positions", [1, 3])
+def test_sgd_fused_into_the_weight_gradient_matmul_equals_the_separate_update(positions: int):
+    weight = _factored(positions=positions)[0]
+    factors = dpsgd.clip_factors(dpsgd.per_example_sq_norms([weight], 64), 1.0, 0.05)
+    param = np.random.default_rng(5).standard_normal((12, 20)).astype(np.float32)
+    want = param - dpsgd.weighted_sum(weight, 40, factors[:40])
+
+    dpsgd.subtract_weighted_sum(weight, 40, factors[:40], param)  # in place; 24 rows of padding
+
+    np.testing.assert_allclose(param, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        dpsgd.subtract_weighted_sum(weight, 40, factors[:40], np.zeros((20, 12), np.float32))
+
+
+@pytest.mark.parametrize("positions", [1, 3])
 def test_factored_padding_rows_are_never_read(positions: int):
     grads = _factored(positions=positions)
     n = 41

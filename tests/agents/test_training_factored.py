@@ -12,6 +12,7 @@ from onnx import helper as oh
 
 from agents import dpsgd
 from agents.accounting import PrivacyLedger
+from agents.linear_task import linear_mse_model
 from agents.runner import TaskFailed, run_round, task_io
 from agents.sandbox_worker import LocalGraph
 from agents.training_step import DPStep
@@ -172,3 +173,23 @@ def test_clipping_reads_private_copies_not_the_childs_memory(factored: bool):
     assert len(copies) == (3 if factored else 2)
     for part in copies:
         assert not any(np.shares_memory(part, shared) for shared in graph.arrays.values())
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0])
+def test_factored_linear_task_steps_like_the_dense_one(clip: float):
+    # agents.linear_task's factored form (the bundle smoke trains it): SGD's update of w runs
+    # fused into its gradient matmul, over three graph calls; the dense form does not fuse
+    from agents.package import read_package
+    from app.gui.demo_exchange import task_package
+
+    rng = np.random.default_rng(4)
+    w, b = rng.standard_normal(D).astype(np.float32), np.array([0.3], np.float32)
+    steps = {}
+    for factored in (False, True):
+        package = read_package(task_package("y", D, factored))
+        task = {**package.task, "batch_size": B}
+        model = linear_mse_model(D, B, factored)
+        start = [w[None].copy() if factored else w.copy(), b.copy()]
+        steps[factored] = _one_step(model, task, start, clip)
+    np.testing.assert_allclose(steps[True][0][0], steps[False][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(steps[True][1], steps[False][1], rtol=1e-5, atol=1e-6)
