@@ -51,6 +51,15 @@ def test_every_step_gets_fresh_noise_added_in_place():
     assert abs(first.std() - 1) < 0.03 and abs(second.std() - 1) < 0.03
 
 
+def test_small_draws_made_steps_ahead_are_fresh_every_step():
+    # in process, a 1,000-value model's noise is drawn 16 steps at a time: each step its own
+    with NoiseAhead(1000, 2.0, helpers=0) as noise:
+        draws = np.stack([_draw(noise, 1000) for _ in range(40)])
+    assert abs(draws.std() / 2.0 - 1) < 0.03
+    correlations = np.corrcoef(draws)[np.triu_indices(40, 1)]
+    assert np.abs(correlations).max() < 0.2  # 1,000 values: chance correlations ~0.03
+
+
 def test_small_draws_are_made_in_process():
     # a helper per round would cost more than the draws of a few thousand values
     with NoiseAhead(HELPER_MIN_VALUES - 1, 1.0) as small:
