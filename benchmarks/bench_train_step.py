@@ -19,15 +19,18 @@ factors and the clipped sum as one matmul per weight. Sections of our step (wall
 step's critical path): ``inputs`` (parameters and rows into the graph's buffers), ``onnx``,
 ``clip`` (private copies, norms, clip factors, dense weighted sums, loss sum),
 ``weight_grads`` (the vault's (c * S)^T A matmuls: backprop's weight-gradient matmul, which
-the materialized graph does inside ``onnx`` and any training step does), ``noise`` (waiting
-for the step's draw, if it is not done, and adding it), ``optimizer``.
+the materialized graph does inside ``onnx`` and any training step does; in steps where the
+noise helpers are done by then, SGD's update of the largest weight runs inside its matmul, BLAS
+beta = 1, and has no pass of its own), ``noise`` (waking the helpers and collecting their draws,
+which with SGD they have subtracted from the parameters themselves), ``optimizer``.
 
 ``dp_overhead_fraction`` is the issue's target, the non-ONNX overhead (clip + noise +
 optimizer) as a share of the step; ``outside_onnx_fraction`` adds the inputs and the
-weight-gradient matmuls. The noise is drawn by the vault's noise helper process
-(``agents/noise.py``) while the graph runs, so the step has a second core busy part of the
-time: ``noise_helper_ms_per_step`` is that draw's time. For a like-for-like count of cores,
-torch is also timed with one more thread than ours (``torch_one_more_thread``).
+weight-gradient matmuls. The noise is drawn by the vault's noise helper processes
+(``agents/noise.py``, one per spare core up to four) while the graph runs, so the step has
+other cores busy part of the time: ``noise_helper_ms_per_step`` is their drawing time, added
+up. For a like-for-like count of cores, torch is also timed with one more thread than ours
+(``torch_one_more_thread``).
 
 Torch: ``vmap(grad(loss))`` over ``functional_call`` per example, joint clipping to C, one
 ``einsum`` per parameter for the clipped sum, ``torch.normal`` noise, SGD in place. Both use
