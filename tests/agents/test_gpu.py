@@ -16,7 +16,16 @@ import pytest
 
 from agents.runner import SandboxLimits, TaskFailed, task_io
 from agents.sandbox import Sandbox
-from tests.agents.test_runner import DP, _bce, _data, _params, _round, _task, logistic_model
+from tests.agents.test_runner import (
+    DP,
+    _bce,
+    _data,
+    _params,
+    _round,
+    _task,
+    logistic_model,
+    logistic_package_and_data,
+)
 
 pytestmark = pytest.mark.skipif(
     "CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
@@ -77,13 +86,7 @@ def test_auto_picks_the_gpu_when_there_is_one():
 
 
 def test_cli_task_run_on_the_gpu(tessera, tmp_path):
-    from agents.package import write_package
-
-    package = tmp_path / "logistic.tpkg"
-    write_package(package, _task(), logistic_model(), _params())
-    features, labels = _data()
-    data = tmp_path / "data.npz"
-    np.savez(data, features=features, labels=labels)
+    package, data = logistic_package_and_data(tmp_path)
     run = tessera("task", "run", str(package), "--data", str(data), "--device", "gpu", "--json")
     assert run.code == 0, run.err
     report = json.loads(run.out)

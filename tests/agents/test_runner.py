@@ -317,21 +317,28 @@ def test_vault_settings_only_tighten():
     assert effective_dp(request, None) == request
 
 
-def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
-    # the command's face; kept here beside the runner it drives
+def logistic_package_and_data(folder) -> tuple:
+    """The logistic task as a package file and its training data as an .npz, in ``folder``."""
     from agents.package import write_package
 
-    package = tmp_path / "logistic.tpkg"
+    package = folder / "logistic.tpkg"
     write_package(package, _task(), logistic_model(), _params())
     features, labels = _data()
-    data = tmp_path / "data.npz"
+    data = folder / "data.npz"
     np.savez(data, features=features, labels=labels)
+    return package, data
+
+
+def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
+    # the command's face; kept here beside the runner it drives
+    package, data = logistic_package_and_data(tmp_path)
     out = tmp_path / "results.json"
     common = [str(package), "--data", str(data), "--local-steps", "4", "--learning-rate", "0.5"]
     run = tessera("task", "run", *common, "--rounds", "2", "--out", str(out), "--json")
     assert run.code == 0, run.err
     report = json.loads(run.out)
     assert [r["round"] for r in report["rounds"]] == [0, 1]
+    assert report["providers"] == ["CPUExecutionProvider"]
     tokens = json.loads(out.read_text())["results"]
     did, result = verify_result(tokens[1], {"w": [D], "b": [1]}, report["signer"])
     assert result.round == 1 and result.epsilon_total == pytest.approx(report["epsilon_spent"])
