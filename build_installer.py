@@ -76,7 +76,7 @@ EXCLUDES = [
     # pyqtgraph's 3-D widgets (PyOpenGL); its 2-D charts stay
     "pyqtgraph.opengl",
     # dp-accounting's PLD half: agents/accounting.py loads only the RDP accountant, which needs
-    # scipy.special alone (agents.dpsgd needs scipy.linalg; the rest, ~30 MB, is left out)
+    # scipy.special alone (the rest of SciPy, about 40 MB, is left out in build())
     "dp_accounting.pld",
     "dp_accounting.mechanism_calibration",
     "scipy.special.cython_special",
@@ -130,12 +130,12 @@ def _own_modules(excludes: list[str]) -> list[str]:
 
 
 def _scipy_unused() -> list[str]:
-    """Every SciPy subpackage but special, linalg (and the _lib they import)."""
+    """Every SciPy subpackage but special (and the _lib it imports)."""
     import pkgutil
 
     import scipy
 
-    keep = {"special", "_lib", "linalg"}  # linalg: the BLAS of agents.dpsgd's fused update
+    keep = {"special", "_lib"}
     return [
         f"scipy.{m.name}"
         for m in pkgutil.iter_modules(scipy.__path__)
@@ -586,12 +586,14 @@ def smoke() -> dict[str, object]:
         _run(["task", "validate", str(hostile)], env, home, expect=1)
         # a real DP-SGD round: the bundle starts itself as the sandboxed child, runs ONNX
         # Runtime there and accounts privacy with dp-accounting
-        # factored, with the noise drawn in process: SGD's update of the weight runs fused
-        # into the weight's matmul (scipy's BLAS) in every step
+        # with its weight's gradient as factors (ghost clipping), as the SDK exports MLPs, so
+        # SGD's update of the weight can run inside its gradient matmul (agents.dpsgd)
         package, data = _smoke_training(home, factored=True)
         trained = _smoke_rounds(package, data, 2, env, home)
         assert len(trained["rounds"]) == 2 and 0 < trained["epsilon_spent"] < 10, trained
         assert trained["noise_drawn_by"] == "in process", trained  # 7 parameters
+        # SGD's update inside the weight's matmul: numpy's BLAS found through ctypes
+        assert trained["fused_sgd_update"] is True, trained
         # a model big enough for the noise helper: the bundle starts itself as that too
         from agents.noise import HELPER_MIN_VALUES, cores_available
 

@@ -31,11 +31,14 @@ low-order bits (Mironov 2012); Opacus' "secure mode" has the same caveat for the
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -280,22 +283,58 @@ def weighted_sum(
     return out
 
 
+@functools.cache
+def _numpy_sgemm() -> Any:
+    """cblas_sgemm of the OpenBLAS inside numpy's own wheel (ILP64), or None elsewhere.
+
+    numpy's matmul has no ``C += A B`` (BLAS beta = 1); SciPy's BLAS wrappers would bring a
+    second 25 MB OpenBLAS into the desktop bundle. The wheel's library is already loaded by
+    numpy; ctypes finds it again by its file name, next to the numpy package."""
+    import ctypes
+
+    folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(folder.glob("libscipy_openblas64_*.so*")):
+        try:
+            function = ctypes.CDLL(str(path)).scipy_cblas_sgemm64_
+        except (OSError, AttributeError):
+            continue
+        i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+        order_and_transposes = [ctypes.c_int] * 3
+        function.argtypes = [*order_and_transposes, i64, i64, i64, f32, pointer, i64, pointer,
+                             i64, f32, pointer, i64]  # fmt: skip
+        function.restype = None
+        return function
+    return None
+
+
+def fused_update_available() -> bool:
+    """Whether :func:`subtract_weighted_sum` can run (numpy's wheel BLAS is reachable)."""
+    return _numpy_sgemm() is not None
+
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enums
+
+
 def subtract_weighted_sum(grad: Outer, n: int, factors: np.ndarray, param: np.ndarray) -> None:
     """``param -= weighted_sum(grad, n, factors)`` as one matmul that accumulates into
     ``param`` (BLAS beta = 1): SGD's update of a factored weight fused into its weight-gradient
     matmul, one pass over the weight fewer (and no [P, Q] sum written, then read)."""
-    from scipy.linalg.blas import sgemm  # imported on first use (~0.2 s)
-
+    sgemm = _numpy_sgemm()
+    if sgemm is None:
+        raise RuntimeError("no BLAS with beta = 1 here (see fused_update_available)")
     shape = _param_shape(grad)
     if param.shape != shape or param.dtype != np.float32 or not param.flags.c_contiguous:
         raise ValueError(f"param must be C-contiguous float32 {list(shape)}")
     sig, act, positions = grad.rows(n)
     scale = np.repeat(factors, positions) if positions > 1 else factors
-    weighted = sig * scale[:, None]  # [m, P]
-    # in Fortran order param is param^T [Q, P]: param^T -= A^T (c * S), in place
-    result = sgemm(-1.0, act.T, weighted.T, beta=1.0, c=param.T, overwrite_c=1, trans_b=1)
-    if not np.shares_memory(result, param):  # pragma: no cover - BLAS made a copy after all
-        np.copyto(param, result.T)
+    weighted = sig * scale[:, None]  # [m, P], a fresh C-contiguous array
+    act = np.ascontiguousarray(act, dtype=np.float32)  # [m, Q]
+    (m, p), q = weighted.shape, act.shape[1]
+    if m == 0:
+        return
+    # param [P, Q] = -1 * weighted^T [P, m] @ act [m, Q] + 1 * param
+    sgemm(_ROW_MAJOR, _TRANS, _NO_TRANS, p, q, m, -1.0, weighted.ctypes.data, p,
+          act.ctypes.data, q, 1.0, param.ctypes.data, q)  # fmt: skip
 
 
 def _param_shape(grad: PerExample) -> tuple[int, ...]:

@@ -223,6 +223,8 @@ def run_round(
         current = [value.copy() for value in current]  # out of the helpers' memory
         sandbox_info = dict(box.info)
         sandbox_info["noise"] = noise.mode  # where the Gaussian noise was drawn
+        # whether SGD could update a factored weight inside its gradient matmul
+        sandbox_info["fused_update"] = stepper.fused is not None
     commitment = hashlib.sha256(nonce + rows_hash.digest()).hexdigest()
     spent = ledger.spent()
     result = RoundResult(

@@ -85,7 +85,8 @@ class DPStep:
         # SGD can update its largest factored weight inside that weight's gradient matmul
         # (dpsgd.subtract_weighted_sum) rather than by a pass of its own afterwards: in steps
         # where the noise helpers are done with the parameters by then (never waited for)
-        fusable = [n for n in self.names if n in self.outer] if self.noise.into_params else []
+        fusing = self.noise.into_params and dpsgd.fused_update_available()
+        fusable = [n for n in self.names if n in self.outer] if fusing else []
         self.fused = max(fusable, key=lambda n: np.prod(self.shapes[n]), default=None)
         self._fused_index = self.names.index(self.fused) if self.fused else -1
 

@@ -222,6 +222,7 @@ def run_cmd(
         "network_isolation": outcome.sandbox.get("network"),
         "syscall_filter": outcome.sandbox.get("syscalls"),
         "noise_drawn_by": outcome.sandbox.get("noise"),
+        "fused_sgd_update": outcome.sandbox.get("fused_update"),
         "epsilon_spent": ledger.spent(),
         "epsilon_budget": epsilon_budget,
         "delta": delta,

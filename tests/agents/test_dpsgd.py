@@ -3,6 +3,8 @@ above C, the clipped sum equals the reference, and the optimizers step the right
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -238,6 +240,12 @@ def test_sgd_fused_into_the_weight_gradient_matmul_equals_the_separate_update(po
     np.testing.assert_allclose(param, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="C-contiguous float32"):
         dpsgd.subtract_weighted_sum(weight, 40, factors[:40], np.zeros((20, 12), np.float32))
+
+
+def test_the_fused_update_finds_numpys_blas_on_linux():
+    # numpy's Linux wheels carry OpenBLAS; without it SGD quietly loses its fused update
+    if sys.platform.startswith("linux"):
+        assert dpsgd.fused_update_available()
 
 
 @pytest.mark.parametrize("positions", [1, 3])

@@ -339,6 +339,7 @@ def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
     report = json.loads(run.out)
     assert [r["round"] for r in report["rounds"]] == [0, 1]
     assert report["providers"] == ["CPUExecutionProvider"]
+    assert report["fused_sgd_update"] is False  # no factored weight to fuse
     tokens = json.loads(out.read_text())["results"]
     did, result = verify_result(tokens[1], {"w": [D], "b": [1]}, report["signer"])
     assert result.round == 1 and result.epsilon_total == pytest.approx(report["epsilon_spent"])

@@ -178,7 +178,7 @@ def test_clipping_reads_private_copies_not_the_childs_memory(factored: bool):
 @pytest.mark.parametrize("clip", [0.05, 100.0])
 def test_factored_linear_task_steps_like_the_dense_one(clip: float):
     # agents.linear_task's factored form (the bundle smoke trains it): SGD's update of w runs
-    # fused into its gradient matmul, over three graph calls; the dense form does not fuse
+    # inside its gradient matmul, over three graph calls; the dense form has nothing to fuse
     from agents.package import read_package
     from app.gui.demo_exchange import task_package
 
