@@ -60,9 +60,9 @@ def helper_count(size: int, graph_threads: int = 1) -> int:
     """How many helpers should draw ``size`` values a step, beside a graph on ``graph_threads``.
 
     One per spare core (the graph's threads keep theirs busy while the helpers draw), up to
-    MAX_HELPERS, and none for draws under HELPER_MIN_VALUES each: a slow core's draw then fits
-    inside the step's graph time (measured: a 16-core Xeon drew the reference MLP's 269k values
-    in 1.07 ms on one core while its graph took 0.5 ms; the step waited for the rest).
+    MAX_HELPERS, with at least HELPER_MIN_VALUES values each. Split, a slow core's share fits in
+    the step's graph time (measured: a 16-core Xeon drew the reference MLP's 269k values in
+    1.07 ms on one core while its graph took 0.5 ms, and the step waited for the rest).
     """
     spare = cores_available() - max(graph_threads, 1)
     return max(0, min(MAX_HELPERS, spare, size // HELPER_MIN_VALUES))
