@@ -360,3 +360,23 @@ def test_the_tighter_of_ledger_and_request_budget_applies():
     ledger = PrivacyLedger(budget=100.0, delta=DP.delta)
     with pytest.raises(BudgetExceeded, match="budget of 0.5"):
         _round(logistic_model(), ledger, dp=dataclasses.replace(DP, epsilon_budget=0.5))
+
+
+def test_numpys_blas_runs_on_one_thread_during_a_round(monkeypatch):
+    # its idle threads would spin on the cores the noise helpers and the graph need
+    from threadpoolctl import threadpool_info
+
+    from agents.training_step import DPStep
+
+    seen = []
+    real_step = DPStep.step
+
+    def step(self, *args, **kwargs):
+        seen.append(
+            {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+        )
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPStep, "step", step)
+    _round(logistic_model())
+    assert seen and all(threads == {1} for threads in seen)
