@@ -233,6 +233,8 @@ def run_cmd(
     def human() -> None:
         columns = ["round", "examples", "steps", "loss_first", "loss_last", "epsilon_total"]
         print_table(rows, [*columns, "seconds"])
+        cuda = "CUDAExecutionProvider" in (data["providers"] or [])
+        click.echo(f"trained on the {'GPU (CUDA)' if cuda else 'CPU'}, in a sandboxed process")
         click.echo(
             f"epsilon spent {ledger.spent():.4g} of {epsilon_budget:g} at delta {delta:g}; "
             f"signed by {signer}"

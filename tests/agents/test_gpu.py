@@ -92,3 +92,5 @@ def test_cli_task_run_on_the_gpu(tessera, tmp_path):
     report = json.loads(run.out)
     assert report["rounds"][0]["steps"] > 0
     assert report["providers"][0] == "CUDAExecutionProvider"
+    human = tessera("task", "run", str(package), "--data", str(data), "--device", "gpu")
+    assert human.code == 0 and "trained on the GPU (CUDA)" in human.out

@@ -354,6 +354,8 @@ def test_cli_task_run_signs_results_and_refuses_clearly(tessera, tmp_path):
         assert result.code == 1, name
         assert result.err.startswith("error: ") and "Traceback" not in result.err, name
     assert tessera("task", "run", str(package)).code == 2  # no --data: usage
+    human = tessera("task", "run", *common)
+    assert human.code == 0 and "trained on the CPU" in human.out
 
 
 def test_the_tighter_of_ledger_and_request_budget_applies():
