@@ -58,9 +58,11 @@ def resolve_providers(device: str) -> list[str]:
                 "(install onnxruntime-gpu with a working CUDA, or use --device cpu)"
             )
         return ["CUDAExecutionProvider"]
-    if device == "auto":
+    if device == "auto":  # the GPU if ONNX Runtime can start it, else the CPU
         cuda = "CUDAExecutionProvider" in available
-        return ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        return (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        )
     raise TaskFailed(f"unknown device {device!r} (use cpu, gpu or auto)")
 
 
@@ -231,6 +233,8 @@ class Sandbox:
             return reply
         self._kill()
         error = str(reply.get("error", "unknown error"))[:500]
+        if reply.get("kind") == "device":
+            raise TaskFailed(error)
         if reply.get("kind") == "memory":
             # keep ONNX Runtime's own words from the allocation failure on, not its source path
             found = error.lower().find("failed to allocate")

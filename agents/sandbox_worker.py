@@ -72,6 +72,10 @@ def views(buffer: Any, spec: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class DeviceUnavailable(RuntimeError):
+    """The GPU was chosen (CUDA without the CPU beside it) but ONNX Runtime could not use it."""
+
+
 class GraphExecutor:
     """One ONNX Runtime session whose inputs and outputs are bound to caller-owned arrays."""
 
@@ -107,10 +111,19 @@ class GraphExecutor:
         self.session = ort.InferenceSession(model_bytes, options, providers=chosen)
         # a provider that cannot run a node must be an error, not a silent move to the CPU
         self.session.disable_fallback()
+        # onnxruntime-gpu lists CUDA even with no usable GPU, and then builds the session on
+        # the CPU: right for "auto" (which passes the CPU too), not when the GPU was chosen
+        on_gpu = "CUDAExecutionProvider" in self.session.get_providers()
+        gpu_only = "CUDAExecutionProvider" in providers and "CPUExecutionProvider" not in providers
+        if gpu_only and not on_gpu:
+            raise DeviceUnavailable(
+                "the GPU was chosen but ONNX Runtime could not start CUDA on it (is the NVIDIA "
+                "driver installed and a GPU visible?); use --device cpu or auto"
+            )
         self._check_io(inputs, outputs)
         self._feeds: dict[str, Any] = {}
         self._copy_back: list[tuple[str, Any]] = []
-        if "CUDAExecutionProvider" in providers:
+        if on_gpu:
             # A host array bound to a GPU graph's input is copied to the GPU when it is bound,
             # not at each run (every step would see the first step's batch): feed the arrays
             # at each run instead, and copy the outputs back into the caller's arrays.
@@ -213,6 +226,8 @@ def _reply(out: BinaryIO, **fields: Any) -> None:
 
 
 def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, DeviceUnavailable):
+        return "device"
     text = str(exc).lower()
     if isinstance(exc, MemoryError) or any(word in text for word in _MEMORY_WORDS):
         return "memory"

@@ -19,7 +19,7 @@ from onnx import helper as oh
 
 from agents.accounting import BudgetExceeded, PrivacyLedger
 from agents.round_result import ResultInvalid, sign_result, verify_result
-from agents.runner import DPConfig, SandboxLimits, TaskFailed, effective_dp, run_round
+from agents.runner import DPConfig, SandboxLimits, TaskFailed, effective_dp, run_round, task_io
 from agents.validator import validate_model
 from identity.keys import did_for, generate_key
 from vault.errors import ModelRefused
@@ -382,3 +382,32 @@ def test_numpys_blas_runs_on_one_thread_during_a_round(monkeypatch):
     monkeypatch.setattr(DPStep, "step", step)
     _round(logistic_model())
     assert seen and all(threads == {1} for threads in seen)
+
+
+def test_a_gpu_that_cannot_start_fails_when_chosen_and_falls_back_under_auto(monkeypatch):
+    # onnxruntime-gpu lists CUDA even where no GPU is usable, and builds the session on the CPU
+    import onnxruntime as ort
+
+    from agents.sandbox import resolve_providers
+    from agents.sandbox_worker import DeviceUnavailable, LocalGraph, _error_kind
+
+    real = ort.InferenceSession
+
+    def without_a_gpu(model, options, providers):
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        assert "CUDAExecutionProvider" in names
+        return real(model, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", without_a_gpu)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    inputs, outputs = task_io(_task())
+    with pytest.raises(DeviceUnavailable, match="use --device cpu or auto") as refused:
+        LocalGraph(logistic_model(), inputs, outputs, 1, resolve_providers("gpu"))
+    assert _error_kind(refused.value) == "device"  # the parent reports it as it is
+    auto = resolve_providers("auto")
+    assert auto == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    graph = LocalGraph(logistic_model(), inputs, outputs, 1, auto)
+    graph.arrays["features"][:] = 1.0
+    graph.arrays["mask"][:] = 1.0
+    graph.run()  # on the CPU, its outputs bound in place
+    assert graph.arrays["losses"].sum() > 0
