@@ -605,6 +605,8 @@ def main() -> None:
 
     global PROVIDERS, TORCH_DEVICE
     if args.device == "gpu":
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise SystemExit("--device gpu needs onnxruntime-gpu (and a CUDA GPU)")
         PROVIDERS, TORCH_DEVICE = ["CUDAExecutionProvider"], "cuda"
 
     report: dict[str, Any] = {
