@@ -268,10 +268,9 @@ def weighted_sum(
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous float32 {list(shape)}")
     if isinstance(grad, Outer):
-        sig, act, positions = grad.rows(n)
         # one matmul (c * S)^T A: the per-example [P, Q] gradients are never formed
-        scale = np.repeat(factors, positions) if positions > 1 else factors
-        return np.matmul((sig * scale[:, None]).T, act, out=out)
+        weighted, act = _weighted_rows(grad, n, factors)
+        return np.matmul(weighted.T, act, out=out)
     # f @ G: the weighted sum, without ever making a clipped per-example copy
     rows = _flat_rows(grad, n)
     flat = out.reshape(-1)  # a view: out is contiguous
@@ -325,16 +324,22 @@ def subtract_weighted_sum(grad: Outer, n: int, factors: np.ndarray, param: np.nd
     shape = _param_shape(grad)
     if param.shape != shape or param.dtype != np.float32 or not param.flags.c_contiguous:
         raise ValueError(f"param must be C-contiguous float32 {list(shape)}")
-    sig, act, positions = grad.rows(n)
-    scale = np.repeat(factors, positions) if positions > 1 else factors
-    weighted = sig * scale[:, None]  # [m, P], a fresh C-contiguous array
-    act = np.ascontiguousarray(act, dtype=np.float32)  # [m, Q]
+    weighted, act = _weighted_rows(grad, n, factors)  # weighted: fresh, C-contiguous
+    act = np.ascontiguousarray(act, dtype=np.float32)
     (m, p), q = weighted.shape, act.shape[1]
     if m == 0:
         return
     # param [P, Q] = -1 * weighted^T [P, m] @ act [m, Q] + 1 * param
     sgemm(_ROW_MAJOR, _TRANS, _NO_TRANS, p, q, m, -1.0, weighted.ctypes.data, p,
           act.ctypes.data, q, 1.0, param.ctypes.data, q)  # fmt: skip
+
+
+def _weighted_rows(grad: Outer, n: int, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(c * S [m, P], A [m, Q]) over the first ``n`` examples, each row of S times its
+    example's factor: (c * S)^T A is the weighted sum of the factored gradients."""
+    sig, act, positions = grad.rows(n)
+    scale = np.repeat(factors, positions) if positions > 1 else factors
+    return sig * scale[:, None], act
 
 
 def _param_shape(grad: PerExample) -> tuple[int, ...]:

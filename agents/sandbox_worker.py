@@ -129,6 +129,7 @@ class GraphExecutor:
             # at each run instead, and copy the outputs back into the caller's arrays.
             self._feeds = {item["name"]: arrays[item["name"]] for item in inputs}
             self._copy_back = [(item["name"], arrays[item["name"]]) for item in outputs]
+            self._output_names = [item["name"] for item in outputs]
             return
         self.binding = self.session.io_binding()
         # bound by address: every run reads what the caller wrote there since, and writes
@@ -159,8 +160,7 @@ class GraphExecutor:
         if self._copy_back:
             import numpy as np
 
-            names = [name for name, _ in self._copy_back]
-            results = self.session.run(names, self._feeds)
+            results = self.session.run(self._output_names, self._feeds)
             for (_, array), result in zip(self._copy_back, results, strict=True):
                 np.copyto(array, result)
             return
